@@ -1,0 +1,15 @@
+//! The schema of runwarden, as ordered sea-orm migrations. The server applies them at start
+//! (under a lock, so replicas starting together do not race); `runwarden migrate` applies them
+//! on demand. A migration, once released, is never edited: add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_initial;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,173 @@
+//! `runwarden.v1.QueryService`: reads what workers reported.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{Services, observe};
+use crate::{
+    domain::{
+        page_token::{ExecutionCursor, WorkerCursor},
+        validation::{check_worker_name_field, from_timestamp, to_timestamp},
+    },
+    error::Error,
+    proto::v1::{
+        Execution, GetExecutionRequest, GetWorkerRequest, ListExecutionsRequest, ListExecutionsResponse,
+        ListWorkersRequest, ListWorkersResponse, Outcome, Worker, query_service_server::QueryService,
+    },
+    store::{
+        executions::{self, ExecutionFilter},
+        from_micros, to_micros,
+        workers::{self, WorkerRow},
+    },
+};
+
+pub const DEFAULT_EXECUTIONS_LIMIT: i32 = 20;
+pub const MAX_EXECUTIONS_LIMIT: i32 = 500;
+pub const DEFAULT_WORKERS_LIMIT: i32 = 100;
+pub const MAX_WORKERS_LIMIT: i32 = 1000;
+
+#[derive(Clone)]
+pub struct QueryApi {
+    services: Arc<Services>,
+}
+
+/// `limit` 0 means the default; negative or above `max` is refused.
+fn page_limit(limit: i32, default: i32, max: i32) -> Result<u64, Error> {
+    match limit {
+        0 => Ok(default as u64),
+        1.. if limit <= max => Ok(limit as u64),
+        _ => Err(Error::invalid("limit", format!("must be between 1 and {max} (0 means {default}), got {limit}"))),
+    }
+}
+
+fn worker_to_proto(row: WorkerRow) -> Worker {
+    Worker {
+        worker_name: row.worker_name,
+        worker_type: row.worker_type,
+        first_seen: Some(to_timestamp(from_micros(row.first_seen_us))),
+        last_seen: Some(to_timestamp(from_micros(row.last_seen_us))),
+        last_outcome: row.last_outcome,
+        run_count: row.run_count,
+    }
+}
+
+impl QueryApi {
+    pub fn new(services: Arc<Services>) -> Self {
+        QueryApi { services }
+    }
+
+    async fn worker_by_name(&self, field: &str, name: &str) -> Result<WorkerRow, Error> {
+        check_worker_name_field(field, name).map_err(|v| Error::InvalidArgument(vec![v]))?;
+        workers::find_by_name(self.services.store.reader(), name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("worker {name:?} not found")))
+    }
+
+    pub async fn list_workers(&self, request: ListWorkersRequest) -> Result<ListWorkersResponse, Error> {
+        observe("ListWorkers", async {
+            let limit = page_limit(request.limit, DEFAULT_WORKERS_LIMIT, MAX_WORKERS_LIMIT)?;
+            let cursor = match request.page_token.as_str() {
+                "" => None,
+                token => Some(WorkerCursor::decode(token).map_err(|why| Error::invalid("page_token", why))?),
+            };
+            let mut rows =
+                workers::list(self.services.store.reader(), cursor.as_ref().map(|c| c.worker_name.as_str()), limit + 1)
+                    .await?;
+            let next_page_token = if rows.len() as u64 > limit {
+                rows.truncate(limit as usize);
+                rows.last().map(|r| WorkerCursor { worker_name: r.worker_name.clone() }.encode()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(ListWorkersResponse { workers: rows.into_iter().map(worker_to_proto).collect(), next_page_token })
+        })
+        .await
+    }
+
+    pub async fn get_worker(&self, request: GetWorkerRequest) -> Result<Worker, Error> {
+        observe("GetWorker", async {
+            Ok(worker_to_proto(self.worker_by_name("worker_name", &request.worker_name).await?))
+        })
+        .await
+    }
+
+    pub async fn list_executions(&self, request: ListExecutionsRequest) -> Result<ListExecutionsResponse, Error> {
+        observe("ListExecutions", async {
+            let limit = page_limit(request.limit, DEFAULT_EXECUTIONS_LIMIT, MAX_EXECUTIONS_LIMIT)?;
+            let cursor = match request.page_token.as_str() {
+                "" => None,
+                token => Some(ExecutionCursor::decode(token).map_err(|why| Error::invalid("page_token", why))?),
+            };
+            let outcome = match Outcome::try_from(request.outcome) {
+                Ok(Outcome::Unspecified) => None,
+                Ok(outcome) => Some(outcome as i32),
+                Err(_) => return Err(Error::invalid("outcome", format!("unknown value {}", request.outcome))),
+            };
+            let bound = |field: &str, ts: &Option<pbjson_types::Timestamp>| -> Result<Option<i64>, Error> {
+                ts.as_ref()
+                    .map(|ts| from_timestamp(ts).map(to_micros).map_err(|why| Error::invalid(field, why)))
+                    .transpose()
+            };
+            let since_us = bound("since", &request.since)?;
+            let until_us = bound("until", &request.until)?;
+            let worker_id = match request.worker_name.as_str() {
+                "" => None,
+                name => Some(self.worker_by_name("worker_name", name).await?.id),
+            };
+            let filter = ExecutionFilter { worker_id, outcome, since_us, until_us };
+            let mut rows = executions::list(self.services.store.reader(), &filter, cursor, limit + 1).await?;
+            let next_page_token = if rows.len() as u64 > limit {
+                rows.truncate(limit as usize);
+                rows.last()
+                    .map(|r| ExecutionCursor { started_at_us: r.started_at_us, id: r.id }.encode())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let executions =
+                rows.iter().map(|row| row.to_proto().map_err(Error::internal)).collect::<Result<Vec<_>, _>>()?;
+            Ok(ListExecutionsResponse { executions, next_page_token })
+        })
+        .await
+    }
+
+    pub async fn get_execution(&self, request: GetExecutionRequest) -> Result<Execution, Error> {
+        observe("GetExecution", async {
+            let id = uuid::Uuid::try_parse(&request.execution_id)
+                .map_err(|_| Error::invalid("execution_id", "must be a UUID"))?
+                .hyphenated()
+                .to_string();
+            let row = executions::find_by_execution_id(self.services.store.reader(), &id)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("execution {id} not found")))?;
+            row.to_proto().map_err(Error::internal)
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl QueryService for QueryApi {
+    async fn list_workers(
+        &self,
+        request: Request<ListWorkersRequest>,
+    ) -> Result<Response<ListWorkersResponse>, Status> {
+        Ok(Response::new(QueryApi::list_workers(self, request.into_inner()).await?))
+    }
+
+    async fn get_worker(&self, request: Request<GetWorkerRequest>) -> Result<Response<Worker>, Status> {
+        Ok(Response::new(QueryApi::get_worker(self, request.into_inner()).await?))
+    }
+
+    async fn list_executions(
+        &self,
+        request: Request<ListExecutionsRequest>,
+    ) -> Result<Response<ListExecutionsResponse>, Status> {
+        Ok(Response::new(QueryApi::list_executions(self, request.into_inner()).await?))
+    }
+
+    async fn get_execution(&self, request: Request<GetExecutionRequest>) -> Result<Response<Execution>, Status> {
+        Ok(Response::new(QueryApi::get_execution(self, request.into_inner()).await?))
+    }
+}

@@ -1,0 +1,205 @@
+//! The command line and the configuration it resolves to. Every setting comes from, in order of
+//! precedence: a flag, its `RUNWARDEN_*` environment variable, the TOML config file, the default.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::store::{StoreOptions, Synchronous, ingest::IngestConfig};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://runwarden.db?mode=rwc";
+/// Largest request accepted on any face: 1 MiB.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// runwarden: the control plane scheduled workers report to after every run.
+#[derive(Debug, Parser)]
+#[command(name = "runwarden", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format: `human` for terminals, `json` for log collectors.
+    #[arg(long, global = true, env = "RUNWARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC, grpc-web, REST and /metrics on one port (applies migrations first).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+/// Where the database and the config file are; shared by every subcommand that opens the database.
+#[derive(Debug, Clone, Args, Default)]
+pub struct DatabaseArgs {
+    /// Database URL: sqlite://PATH?mode=rwc or postgres://USER@HOST:PORT/DB
+    /// [default: sqlite://runwarden.db?mode=rwc]
+    #[arg(long = "database", env = "RUNWARDEN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// TOML config file; its keys are the long flag names with '_' for '-'.
+    #[arg(long, env = "RUNWARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// SQLite durability: `full` survives power loss, `normal` survives process crashes [default: full].
+    #[arg(long, env = "RUNWARDEN_SQLITE_SYNCHRONOUS", value_enum)]
+    pub sqlite_synchronous: Option<Synchronous>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:50051].
+    #[arg(long, env = "RUNWARDEN_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Do not apply migrations at start (serve fails if the schema is not current).
+    #[arg(long, env = "RUNWARDEN_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// Reports waiting for the writer before submissions get RESOURCE_EXHAUSTED [default: 10000].
+    #[arg(long, env = "RUNWARDEN_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+    /// Most reports committed in one transaction [default: 1000].
+    #[arg(long, env = "RUNWARDEN_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 10].
+    #[arg(long, env = "RUNWARDEN_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<u64>,
+}
+
+/// The config file. Unknown keys are an error, so a typo does not silently fall back.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub database: Option<String>,
+    pub no_migrate: Option<bool>,
+    pub sqlite_synchronous: Option<Synchronous>,
+    pub queue_capacity: Option<usize>,
+    pub max_batch: Option<usize>,
+    pub shutdown_timeout: Option<u64>,
+    pub pool_size: Option<u32>,
+}
+
+/// Everything the server needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub migrate: bool,
+    pub store: StoreOptions,
+    pub ingest: IngestConfig,
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults with the given listen address and database, for tests and embedding.
+    pub fn new(listen: SocketAddr, database_url: impl Into<String>) -> Config {
+        Config {
+            listen,
+            database_url: database_url.into(),
+            migrate: true,
+            store: StoreOptions::default(),
+            ingest: IngestConfig::default(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn resolve(args: &ServeArgs) -> Result<Config, String> {
+        let file = load_file(args.database.config.as_deref())?;
+        let default_listen: SocketAddr = DEFAULT_LISTEN.parse().map_err(|e| format!("{e}"))?;
+        let mut config =
+            Config::new(args.listen.or(file.listen).unwrap_or(default_listen), resolve_database(&args.database, &file));
+        config.migrate = !(args.no_migrate || file.no_migrate.unwrap_or(false));
+        config.store.synchronous = args.database.sqlite_synchronous.or(file.sqlite_synchronous).unwrap_or_default();
+        if let Some(size) = file.pool_size {
+            config.store.pool_size = size;
+        }
+        if let Some(capacity) = args.queue_capacity.or(file.queue_capacity) {
+            config.ingest.queue_capacity = capacity;
+        }
+        if let Some(batch) = args.max_batch.or(file.max_batch) {
+            config.ingest.max_batch = batch;
+        }
+        if let Some(secs) = args.shutdown_timeout.or(file.shutdown_timeout) {
+            config.shutdown_timeout = Duration::from_secs(secs);
+        }
+        if config.ingest.queue_capacity == 0 || config.ingest.max_batch == 0 {
+            return Err("queue_capacity and max_batch must be at least 1".into());
+        }
+        Ok(config)
+    }
+}
+
+/// The database URL and store options for subcommands that only open the database.
+pub fn resolve_store(args: &DatabaseArgs) -> Result<(String, StoreOptions), String> {
+    let file = load_file(args.config.as_deref())?;
+    let options = StoreOptions {
+        synchronous: args.sqlite_synchronous.or(file.sqlite_synchronous).unwrap_or_default(),
+        pool_size: file.pool_size.unwrap_or(StoreOptions::default().pool_size),
+        ..StoreOptions::default()
+    };
+    Ok((resolve_database(args, &file), options))
+}
+
+fn resolve_database(args: &DatabaseArgs, file: &FileConfig) -> String {
+    args.database_url.clone().or_else(|| file.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+}
+
+fn load_file(path: Option<&std::path::Path>) -> Result<FileConfig, String> {
+    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("runwarden.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\ndatabase = \"sqlite://file.db\"\nqueue_capacity = 5\n")
+            .expect("write");
+        let mut args = ServeArgs::default();
+        args.database.config = Some(path.clone());
+        let config = Config::resolve(&args).expect("resolves");
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.database_url, "sqlite://file.db");
+        assert_eq!(config.ingest.queue_capacity, 5);
+        assert_eq!(config.ingest.max_batch, 1000);
+
+        args.listen = Some("127.0.0.1:9000".parse().expect("addr"));
+        args.database.database_url = Some("postgres://x@h/db".into());
+        let config = Config::resolve(&args).expect("resolves");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.database_url, "postgres://x@h/db");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:7000\"\n").expect("write");
+        let mut args = ServeArgs::default();
+        args.database.config = Some(path);
+        let err = Config::resolve(&args).expect_err("typo is refused");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::resolve(&ServeArgs::default()).expect("resolves");
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert!(config.migrate);
+    }
+}

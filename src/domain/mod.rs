@@ -1,0 +1,9 @@
+//! Pure domain logic: no I/O, no clock, no database, no network. Every function here takes what
+//! it needs (including `now`) as arguments, so it is tested without a server.
+//!
+//! Domain code may use the generated contract types (`crate::proto`), never `store` or `api`.
+
+pub mod learning;
+pub mod page_token;
+pub mod scoring;
+pub mod validation;

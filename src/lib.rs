@@ -1,0 +1,18 @@
+//! runwarden: the control plane scheduled background workers report to after every run.
+//!
+//! Layers (see `DESIGN.md`): [`domain`] is pure logic; [`store`] owns the database; [`api`]
+//! implements the gRPC services; [`rest`] is the JSON shim over the same methods; [`server`]
+//! assembles everything on one port.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod proto;
+pub mod rest;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::App;

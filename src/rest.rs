@@ -1,0 +1,147 @@
+//! The REST/JSON shim: the paths existing consumers call, in the proto3 JSON mapping (snake_case
+//! field names, every field present, 64-bit integers as strings, as grpc-gateway emits them).
+//! Handlers decode JSON or query strings, call the same service methods as gRPC, and answer the
+//! same errors as `{code, status, message, details}` with the matching HTTP status.
+
+use std::collections::HashMap;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, Query, State, rejection::BytesRejection},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::DateTime;
+use serde::Serialize;
+
+use crate::{
+    api::{QueryApi, ReportApi},
+    domain::validation::to_timestamp,
+    error::Error,
+    proto::v1::{
+        ExecutionReport, GetExecutionRequest, GetWorkerRequest, ListExecutionsRequest, ListWorkersRequest, Outcome,
+        SubmitReportRequest,
+    },
+};
+
+#[derive(Clone)]
+pub struct RestState {
+    pub report: ReportApi,
+    pub query: QueryApi,
+}
+
+pub fn router(state: RestState) -> Router {
+    Router::new()
+        .route("/api/v1/orchestrator/reports", post(submit_report))
+        .route("/api/v1/orchestrator/workers", get(list_workers))
+        .route("/api/v1/orchestrator/workers/{worker_name}", get(get_worker))
+        .route("/api/v1/orchestrator/workers/{worker_name}/executions", get(list_executions))
+        .route("/api/v1/orchestrator/executions/{execution_id}", get(get_execution))
+        .with_state(state)
+}
+
+/// A proto message as a JSON response.
+struct ProtoJson<T>(T);
+
+impl<T: Serialize> IntoResponse for ProtoJson<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => Error::internal(format!("encoding response: {e}")).into_response(),
+        }
+    }
+}
+
+/// Query-string parameters, each parsed with an error naming it.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn int(&self, name: &str) -> Result<i32, Error> {
+        match self.0.get(name) {
+            None => Ok(0),
+            Some(v) => v.parse().map_err(|_| Error::invalid(name, format!("must be an integer, got {v:?}"))),
+        }
+    }
+
+    fn text(&self, name: &str) -> String {
+        self.0.get(name).cloned().unwrap_or_default()
+    }
+
+    fn time(&self, name: &str) -> Result<Option<pbjson_types::Timestamp>, Error> {
+        self.0
+            .get(name)
+            .map(|v| {
+                DateTime::parse_from_rfc3339(v).map(|t| to_timestamp(t.to_utc())).map_err(|_| {
+                    Error::invalid(name, format!("must be an RFC 3339 time like 2026-11-28T12:00:00Z, got {v:?}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// `SUCCESS`, `success` or `OUTCOME_SUCCESS`.
+    fn outcome(&self, name: &str) -> Result<i32, Error> {
+        let Some(v) = self.0.get(name) else { return Ok(0) };
+        let upper = v.to_ascii_uppercase();
+        let full = if upper.starts_with("OUTCOME_") { upper } else { format!("OUTCOME_{upper}") };
+        match Outcome::from_str_name(&full) {
+            Some(o) if o != Outcome::Unspecified => Ok(o as i32),
+            _ => Err(Error::invalid(
+                name,
+                format!("must be one of SUCCESS, PARTIAL, FAILED, TIMEOUT, SKIPPED, got {v:?}"),
+            )),
+        }
+    }
+}
+
+/// The body is the report itself (as with grpc-gateway's `body: "report"`).
+async fn submit_report(State(state): State<RestState>, body: Result<Bytes, BytesRejection>) -> Result<Response, Error> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(format!("request body is larger than the limit: {e}")),
+        _ => Error::Malformed(format!("cannot read request body: {e}")),
+    })?;
+    let report: ExecutionReport =
+        serde_json::from_slice(&body).map_err(|e| Error::Malformed(format!("invalid report JSON: {e}")))?;
+    let response = state.report.submit_report(SubmitReportRequest { report: Some(report) }).await?;
+    Ok(ProtoJson(response).into_response())
+}
+
+async fn list_workers(
+    State(state): State<RestState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let params = Params(params);
+    let request = ListWorkersRequest { limit: params.int("limit")?, page_token: params.text("page_token") };
+    Ok(ProtoJson(state.query.list_workers(request).await?).into_response())
+}
+
+async fn get_worker(State(state): State<RestState>, Path(worker_name): Path<String>) -> Result<Response, Error> {
+    Ok(ProtoJson(state.query.get_worker(GetWorkerRequest { worker_name }).await?).into_response())
+}
+
+async fn list_executions(
+    State(state): State<RestState>,
+    Path(worker_name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let params = Params(params);
+    let request = ListExecutionsRequest {
+        worker_name,
+        limit: params.int("limit")?,
+        page_token: params.text("page_token"),
+        outcome: params.outcome("outcome")?,
+        since: params.time("since")?,
+        until: params.time("until")?,
+    };
+    Ok(ProtoJson(state.query.list_executions(request).await?).into_response())
+}
+
+async fn get_execution(State(state): State<RestState>, Path(execution_id): Path<String>) -> Result<Response, Error> {
+    Ok(ProtoJson(state.query.get_execution(GetExecutionRequest { execution_id }).await?).into_response())
+}
+
+/// Unknown paths answer in the same error shape as everything else.
+pub async fn not_found(uri: axum::http::Uri) -> Error {
+    Error::NotFound(format!("no route for {}", uri.path()))
+}

@@ -1,0 +1,300 @@
+//! Assembly: one listener serves gRPC (h2c), grpc-web (HTTP/1.1 and h2), the REST shim,
+//! health, reflection and `/metrics`. [`App::build`] opens and migrates the database, starts the
+//! writer and binds the port (port 0 allowed); [`App::run_until_stopped`] serves until the
+//! shutdown future fires, then drains: health NOT_SERVING, stop accepting, finish in-flight
+//! requests (bounded), flush the writer, stop background tasks.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    response::IntoResponse,
+    routing::get,
+    serve::ListenerExt,
+};
+use http::{HeaderName, HeaderValue, header};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic::{codec::CompressionEncoding, server::NamedService};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_web::{GrpcWebLayer, GrpcWebService};
+use tower::{
+    Layer,
+    util::{MapResponse, MapResponseLayer},
+};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    api::{QueryApi, ReportApi, Services, SystemClock},
+    config::{Config, MAX_MESSAGE_BYTES},
+    proto::{
+        self,
+        v1::{query_service_server::QueryServiceServer, report_service_server::ReportServiceServer},
+    },
+    rest::{self, RestState},
+    store::{
+        Store,
+        ingest::{self, Writer},
+    },
+    telemetry,
+};
+
+/// How often the health task checks the database.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("the database schema is not current: run `runwarden migrate` or start without --no-migrate")]
+    NotMigrated,
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    health: HealthReporter,
+    writer: Writer,
+    store: Store,
+    shutdown_timeout: Duration,
+}
+
+/// The gRPC service names health answers for, beside the empty (whole server) name.
+fn served_services() -> [&'static str; 3] {
+    ["", ReportServiceServer::<ReportApi>::NAME, QueryServiceServer::<QueryApi>::NAME]
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for name in served_services() {
+        health.set_service_status(name, status).await;
+    }
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let store = Store::connect(&config.database_url, &config.store).await?;
+        if config.migrate {
+            store.migrate().await?;
+        } else if !store.is_migrated().await? {
+            return Err(StartError::NotMigrated);
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+
+        let (ingest, writer) = ingest::spawn(store.clone(), config.ingest.clone());
+        let services = Arc::new(Services { store: store.clone(), ingest, clock: Arc::new(SystemClock) });
+        let report = ReportApi::new(services.clone());
+        let query = QueryApi::new(services);
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, ServingStatus::Serving).await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+
+        let report_service = ReportServiceServer::new(report.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        let query_service = QueryServiceServer::new(query.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+
+        let grpc = Router::new()
+            .route_service(&grpc_path(&report_service), grpc_web(report_service))
+            .route_service(&grpc_path(&query_service), grpc_web(query_service))
+            .route_service(&grpc_path(&health_service), GrpcWebLayer::new().layer(health_service))
+            .route_service(&grpc_path(&reflection_v1), reflection_v1)
+            .route_service(&grpc_path(&reflection_v1alpha), reflection_v1alpha);
+
+        let metrics = telemetry::metrics_handle();
+        let router = Router::new()
+            .merge(grpc)
+            .merge(rest::router(RestState { report, query }).layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES)))
+            .route("/metrics", get(move || async move { metrics.render() }))
+            .route("/", get(index))
+            .fallback(rest::not_found)
+            .layer(cors())
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+
+        tracing::info!(addr = %local_addr, database = %redact(&config.database_url), "runwarden ready");
+        Ok(App { listener, local_addr, router, health, writer, store, shutdown_timeout: config.shutdown_timeout })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Serves until `shutdown` completes, then drains (see the module docs).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let App { listener, router, health, writer, store, shutdown_timeout, .. } = self;
+        let (draining_tx, mut draining) = watch::channel(false);
+        let probe = spawn_health_probe(store.clone(), health.clone(), draining.clone());
+
+        let signal_health = health.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: draining");
+            set_health(&signal_health, ServingStatus::NotServing).await;
+            let _ = draining_tx.send(true);
+        };
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, router).with_graceful_shutdown(signal).into_future();
+        let deadline = async move {
+            let _ = draining.wait_for(|d| *d).await;
+            tokio::time::sleep(shutdown_timeout).await;
+        };
+        let result = tokio::select! {
+            result = server => result,
+            () = deadline => {
+                tracing::warn!(timeout_s = shutdown_timeout.as_secs(), "in-flight requests did not finish in time; closing them");
+                Ok(())
+            }
+        };
+        writer.shutdown().await;
+        probe.abort();
+        store.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// `/{package.Service}/{*rest}`: where a tonic service is routed.
+fn grpc_path<S: NamedService>(_: &S) -> String {
+    format!("/{}/{{*rest}}", S::NAME)
+}
+
+type GrpcResponse = http::Response<tonic::body::Body>;
+type GrpcResponseMap = fn(GrpcResponse) -> GrpcResponse;
+
+/// Wraps a tonic service for the browser (grpc-web) and for the message-size convention.
+fn grpc_web<S>(service: S) -> GrpcWebService<MapResponse<S, GrpcResponseMap>>
+where
+    S: tower::Service<Request, Response = GrpcResponse>,
+{
+    let map: GrpcResponseMap = too_large_is_resource_exhausted;
+    GrpcWebLayer::new().layer(MapResponseLayer::new(map).layer(service))
+}
+
+/// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's other implementations
+/// (Go, Java, C++) answer RESOURCE_EXHAUSTED, which is what clients retry and alert on.
+fn too_large_is_resource_exhausted(mut response: GrpcResponse) -> GrpcResponse {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
+    if too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    response
+}
+
+/// Browsers may call grpc-web and REST from other origins; they must see the gRPC status.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([http::Method::GET, http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-grpc-web"),
+            HeaderName::from_static("x-user-agent"),
+            HeaderName::from_static("grpc-timeout"),
+            REQUEST_ID,
+        ])
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+            REQUEST_ID,
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// Marks the services NOT_SERVING while the database does not answer, SERVING when it does.
+fn spawn_health_probe(store: Store, health: HealthReporter, draining: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut serving = true;
+        let mut interval = tokio::time::interval(HEALTH_PROBE_INTERVAL);
+        loop {
+            interval.tick().await;
+            if *draining.borrow() {
+                return;
+            }
+            let ok = store.ping().await.is_ok();
+            if ok != serving {
+                serving = ok;
+                if ok {
+                    tracing::info!("database reachable again: SERVING");
+                    set_health(&health, ServingStatus::Serving).await;
+                } else {
+                    tracing::warn!("database unreachable: NOT_SERVING");
+                    set_health(&health, ServingStatus::NotServing).await;
+                }
+            }
+        }
+    })
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        concat!(
+            "runwarden ",
+            env!("CARGO_PKG_VERSION"),
+            "\n\ngRPC (reflection enabled): runwarden.v1.ReportService, runwarden.v1.QueryService\n",
+            "REST: /api/v1/orchestrator/reports, /api/v1/orchestrator/workers\n",
+            "metrics: /metrics\n"
+        ),
+    )
+}
+
+/// A database URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,5 @@
+//! sea-orm entities, one per table. Columns mirror the migrations; times are microseconds since
+//! the Unix epoch (UTC).
+
+pub mod executions;
+pub mod workers;

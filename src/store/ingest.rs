@@ -1,0 +1,333 @@
+//! The ingest writer: one task owns every write of reports. Callers enqueue a validated report
+//! and wait; the writer takes everything pending (up to a batch limit), stores it in ONE
+//! transaction — executions, worker state — and answers each caller only after the commit.
+//! An acknowledged report is therefore durable, and a failed commit acknowledges nothing.
+//!
+//! Idempotency: `execution_id` is unique. A report whose id is already stored, or that repeats an
+//! id earlier in the same batch, is answered `Duplicate` and changes nothing.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QuerySelect,
+};
+use tokio::{
+    sync::{Notify, mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use super::{
+    Store,
+    entities::{executions, workers},
+    executions::existing_ids,
+    to_micros,
+};
+use crate::{domain::validation::ValidReport, error::Error};
+
+/// Rows per INSERT statement: well under SQLite's and PostgreSQL's bound-parameter limits.
+const INSERT_CHUNK: usize = 200;
+
+/// What happened to one submitted report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Stored by this submission.
+    Stored,
+    /// A report with this execution_id was already stored; nothing changed.
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Reports waiting for the writer before submissions are refused with RESOURCE_EXHAUSTED.
+    pub queue_capacity: usize,
+    /// Most reports committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { queue_capacity: 10_000, max_batch: 1_000 }
+    }
+}
+
+struct Job {
+    report: ValidReport,
+    received_at: DateTime<Utc>,
+    ack: oneshot::Sender<Result<Ack, Error>>,
+}
+
+/// The submitting side of the writer; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Job>,
+    capacity: usize,
+}
+
+/// The running writer task.
+pub struct Writer {
+    join: JoinHandle<()>,
+    stop: Arc<Notify>,
+}
+
+/// Starts the writer on `store`.
+pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
+    let capacity = config.queue_capacity.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
+    let stop = Arc::new(Notify::new());
+    let join = tokio::spawn(run(store, rx, config.max_batch.max(1), stop.clone()));
+    (Ingest { tx, capacity }, Writer { join, stop })
+}
+
+impl Ingest {
+    /// Queues `report` and waits until it is committed (or refused).
+    pub async fn submit(&self, report: ValidReport, received_at: DateTime<Utc>) -> Result<Ack, Error> {
+        let (ack, done) = oneshot::channel();
+        self.tx.try_send(Job { report, received_at, ack }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
+                Error::ResourceExhausted(format!(
+                    "ingest queue is full ({} reports waiting); retry with backoff",
+                    self.capacity
+                ))
+            }
+            mpsc::error::TrySendError::Closed(_) => Error::Unavailable("server is shutting down; retry".into()),
+        })?;
+        metrics::gauge!("runwarden_ingest_queue_depth").set(self.depth() as f64);
+        done.await.unwrap_or_else(|_| Err(Error::Unavailable("report was not stored; retry".into())))
+    }
+
+    /// Reports waiting for the writer.
+    pub fn depth(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+}
+
+impl Writer {
+    /// Stops accepting, commits everything already queued, and waits for the task to end.
+    pub async fn shutdown(self) {
+        self.stop.notify_one();
+        if let Err(e) = self.join.await {
+            tracing::error!(error = %e, "ingest writer task failed");
+        }
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, stop: Arc<Notify>) {
+    let mut closing = false;
+    loop {
+        let first = tokio::select! {
+            biased;
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            () = stop.notified(), if !closing => {
+                // Refuse new work; what is already queued is still committed below.
+                rx.close();
+                closing = true;
+                continue;
+            }
+        };
+        let mut batch = Vec::with_capacity(max_batch.min(rx.len() + 1));
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit(&store, batch).await;
+        metrics::gauge!("runwarden_ingest_queue_depth").set(rx.len() as f64);
+    }
+    tracing::info!("ingest writer stopped");
+}
+
+/// Commits one batch and answers every caller in it.
+async fn commit(store: &Store, batch: Vec<Job>) {
+    let started = Instant::now();
+    let size = batch.len();
+    let (jobs, acks): (Vec<_>, Vec<_>) = batch.into_iter().map(|job| ((job.report, job.received_at), job.ack)).unzip();
+    let result = write_batch(store, &jobs).await;
+    let elapsed = started.elapsed();
+    metrics::histogram!("runwarden_ingest_batch_size").record(size as f64);
+    metrics::histogram!("runwarden_ingest_commit_seconds").record(elapsed.as_secs_f64());
+    match result {
+        Ok(outcomes) => {
+            let stored = outcomes.iter().filter(|a| **a == Ack::Stored).count();
+            metrics::counter!("runwarden_reports_stored_total").increment(stored as u64);
+            metrics::counter!("runwarden_reports_duplicate_total").increment((size - stored) as u64);
+            tracing::debug!(size, stored, elapsed_ms = elapsed.as_millis() as u64, "batch committed");
+            for (ack, outcome) in acks.into_iter().zip(outcomes) {
+                let _ = ack.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            metrics::counter!("runwarden_db_errors_total").increment(1);
+            tracing::warn!(error = %e, size, "batch not committed; every report in it is refused");
+            for ack in acks {
+                let _ = ack.send(Err(Error::Unavailable("database unavailable; report not stored, retry".into())));
+            }
+        }
+    }
+}
+
+/// Stores the new reports of `jobs` in one transaction; returns one [`Ack`] per job, in order.
+async fn write_batch(store: &Store, jobs: &[(ValidReport, DateTime<Utc>)]) -> Result<Vec<Ack>, DbErr> {
+    let txn = store.begin_write().await?;
+
+    // First occurrence of each id in the batch is the candidate; later copies are duplicates.
+    let mut first_index: HashMap<&str, usize> = HashMap::with_capacity(jobs.len());
+    let mut acks = vec![Ack::Duplicate; jobs.len()];
+    for (i, (job, _)) in jobs.iter().enumerate() {
+        first_index.entry(job.report.execution_id.as_str()).or_insert(i);
+    }
+    let candidates: Vec<&str> = first_index.keys().copied().collect();
+    let existing = existing_ids(&txn, &candidates).await?;
+    for id in &existing {
+        first_index.remove(id.as_str());
+    }
+    let mut new_indices: Vec<usize> = first_index.into_values().collect();
+    new_indices.sort_unstable();
+    if new_indices.is_empty() {
+        txn.commit().await?;
+        return Ok(acks);
+    }
+
+    let mut worker_rows = load_workers(&txn, store.backend(), jobs, &new_indices).await?;
+    let mut touched: HashMap<String, bool> = HashMap::new();
+    let mut rows = Vec::with_capacity(new_indices.len());
+    for &i in &new_indices {
+        let (job, received_at) = &jobs[i];
+        let name = &job.report.worker_name;
+        let worker = match worker_rows.get_mut(name) {
+            Some(worker) => worker,
+            None => {
+                let inserted = workers::ActiveModel {
+                    worker_name: Set(name.clone()),
+                    worker_type: Set(job.report.worker_type.clone()),
+                    first_seen_us: Set(to_micros(job.started_at)),
+                    last_seen_us: Set(to_micros(job.completed_at)),
+                    last_outcome: Set(job.outcome as i32),
+                    run_count: Set(0),
+                    ..Default::default()
+                }
+                .insert(&txn)
+                .await?;
+                touched.insert(name.clone(), true);
+                worker_rows.entry(name.clone()).or_insert(inserted)
+            }
+        };
+        observe_run(worker, job);
+        touched.entry(name.clone()).or_insert(false);
+        rows.push(executions::ActiveModel {
+            execution_id: Set(job.report.execution_id.clone()),
+            worker_id: Set(worker.id),
+            outcome: Set(job.outcome as i32),
+            started_at_us: Set(to_micros(job.started_at)),
+            completed_at_us: Set(to_micros(job.completed_at)),
+            duration_ms: Set(job.duration_ms),
+            received_at_us: Set(to_micros(*received_at)),
+            records_fetched: Set(job.report.data_verification.as_ref().map_or(0, |d| d.records_fetched)),
+            records_processed: Set(job.report.data_verification.as_ref().map_or(0, |d| d.records_processed)),
+            records_failed: Set(job.report.data_verification.as_ref().map_or(0, |d| d.records_failed)),
+            report: Set(job.report.encode_to_vec()),
+            ..Default::default()
+        });
+        acks[i] = Ack::Stored;
+    }
+
+    let mut pending = rows.into_iter().peekable();
+    while pending.peek().is_some() {
+        let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
+        executions::Entity::insert_many(chunk).exec_without_returning(&txn).await?;
+    }
+    for name in touched.keys() {
+        if let Some(worker) = worker_rows.remove(name) {
+            worker.into_active_model().reset_all().update(&txn).await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(acks)
+}
+
+/// Loads the rows of the workers that `new_indices` report for, locked on PostgreSQL so that
+/// concurrent writers on other replicas serialize on them.
+async fn load_workers(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    jobs: &[(ValidReport, DateTime<Utc>)],
+    new_indices: &[usize],
+) -> Result<HashMap<String, workers::Model>, DbErr> {
+    let mut names: Vec<&str> = new_indices.iter().map(|&i| jobs[i].0.report.worker_name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut rows = HashMap::with_capacity(names.len());
+    for chunk in names.chunks(500) {
+        let mut query = workers::Entity::find().filter(workers::Column::WorkerName.is_in(chunk.iter().copied()));
+        if backend == DbBackend::Postgres {
+            query = query.lock_exclusive();
+        }
+        for row in query.all(txn).await? {
+            rows.insert(row.worker_name.clone(), row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Folds one stored run into its worker's row.
+fn observe_run(worker: &mut workers::Model, job: &ValidReport) {
+    let started = to_micros(job.started_at);
+    let completed = to_micros(job.completed_at);
+    worker.run_count += 1;
+    worker.first_seen_us = worker.first_seen_us.min(started);
+    if completed >= worker.last_seen_us {
+        worker.last_seen_us = completed;
+        worker.last_outcome = job.outcome as i32;
+    }
+    if !job.report.worker_type.is_empty() {
+        worker.worker_type.clone_from(&job.report.worker_type);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::{ExecutionReport, Outcome};
+    use uuid::Uuid;
+
+    fn valid(outcome: Outcome, started_s: i64, completed_s: i64) -> ValidReport {
+        let started_at = DateTime::from_timestamp(started_s, 0).unwrap_or_default();
+        let completed_at = DateTime::from_timestamp(completed_s, 0).unwrap_or_default();
+        ValidReport {
+            report: ExecutionReport { worker_type: "intel".into(), ..Default::default() },
+            execution_id: Uuid::nil(),
+            outcome,
+            started_at,
+            completed_at,
+            duration_ms: (completed_s - started_s) * 1000,
+        }
+    }
+
+    #[test]
+    fn observe_run_keeps_the_latest_outcome_by_completion() {
+        let mut worker = workers::Model {
+            id: 1,
+            worker_name: "w".into(),
+            worker_type: String::new(),
+            first_seen_us: 100_000_000,
+            last_seen_us: 200_000_000,
+            last_outcome: Outcome::Success as i32,
+            run_count: 1,
+        };
+        // An older run arriving late changes the count and first_seen, not the last outcome.
+        observe_run(&mut worker, &valid(Outcome::Failed, 50, 60));
+        assert_eq!((worker.run_count, worker.first_seen_us), (2, 50_000_000));
+        assert_eq!(worker.last_outcome, Outcome::Success as i32);
+        observe_run(&mut worker, &valid(Outcome::Timeout, 300, 400));
+        assert_eq!((worker.last_seen_us, worker.last_outcome), (400_000_000, Outcome::Timeout as i32));
+        assert_eq!(worker.worker_type, "intel");
+    }
+}

@@ -1,0 +1,190 @@
+//! Storage: connections, migrations and the queries every other layer uses, on SQLite (the
+//! embedded default) and PostgreSQL. Query functions are free async functions over
+//! `&impl ConnectionTrait`, so they run on a pool or inside the caller's transaction.
+//!
+//! SQLite gets one writer connection (WAL, `synchronous=FULL` by default, write transactions
+//! opened IMMEDIATE) and a small pool of readers beside it; PostgreSQL gets one pool for both.
+
+pub mod entities;
+pub mod executions;
+pub mod ingest;
+pub mod workers;
+
+use std::{str::FromStr, time::Duration};
+
+use chrono::{DateTime, Utc};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
+    SqlxPostgresConnector, SqlxSqliteConnector, Statement, TransactionOptions, TransactionTrait,
+};
+use serde::Deserialize;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+/// Key of the PostgreSQL advisory lock that serializes migrations across replicas.
+const MIGRATION_LOCK_KEY: i64 = 0x7275_6e77_6172_6401;
+
+/// SQLite's `synchronous` setting: how hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Commits survive a crash of the process and of the machine (power loss). The default.
+    #[default]
+    Full,
+    /// Commits survive a crash of the process; the last ones may be lost on power loss.
+    Normal,
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub synchronous: Synchronous,
+    /// Reader connections beside the SQLite writer; pool size on PostgreSQL.
+    pub pool_size: u32,
+    pub busy_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            synchronous: Synchronous::Full,
+            pool_size: 8,
+            busy_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The open database: a connection for reads and one for the single writer.
+#[derive(Debug, Clone)]
+pub struct Store {
+    read: DatabaseConnection,
+    write: DatabaseConnection,
+}
+
+impl Store {
+    /// Opens `url` (`sqlite://…` or `postgres://…`). SQLite files are created when missing if the
+    /// URL says `mode=rwc`.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, DbErr> {
+        if url.starts_with("sqlite:") {
+            connect_sqlite(url, options).await
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            connect_postgres(url, options).await
+        } else {
+            Err(DbErr::Custom(format!(
+                "unsupported database URL {url:?}: expected sqlite://PATH or postgres://USER@HOST/DB"
+            )))
+        }
+    }
+
+    pub fn reader(&self) -> &DatabaseConnection {
+        &self.read
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.write.get_database_backend()
+    }
+
+    /// Opens a write transaction: IMMEDIATE on SQLite, so the write lock is taken at BEGIN (where
+    /// the busy timeout applies) rather than on the first write, which would fail as "locked".
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        self.write.begin_with_options(options).await
+    }
+
+    /// Applies pending migrations inside one write transaction. On PostgreSQL the transaction
+    /// first takes an advisory lock, so replicas starting together migrate one after another.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        let txn = self.begin_write().await?;
+        if self.backend() == DbBackend::Postgres {
+            txn.execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"),
+            ))
+            .await?;
+        }
+        Migrator::up(&txn, None).await?;
+        txn.commit().await
+    }
+
+    /// True when the schema is fully migrated.
+    pub async fn is_migrated(&self) -> Result<bool, DbErr> {
+        Ok(Migrator::get_pending_migrations(&self.read).await?.is_empty())
+    }
+
+    /// A cheap round trip on both connections, for health checks.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.read.ping().await?;
+        self.write.ping().await
+    }
+
+    pub async fn close(self) {
+        let _ = self.read.close().await;
+        let _ = self.write.close().await;
+    }
+}
+
+async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbErr> {
+    let synchronous = match options.synchronous {
+        Synchronous::Full => SqliteSynchronous::Full,
+        Synchronous::Normal => SqliteSynchronous::Normal,
+    };
+    let connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| DbErr::Custom(format!("invalid SQLite URL {url:?}: {e}")))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(synchronous)
+        .busy_timeout(options.busy_timeout)
+        .foreign_keys(true);
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .acquire_timeout(options.connect_timeout)
+        .connect_with(connect.clone())
+        .await
+        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot open {url}: {e}"))))?;
+    let write = SqlxSqliteConnector::from_sqlx_sqlite_pool(writer);
+    // An in-memory database exists once per connection: readers must share the writer's.
+    let read = if in_memory {
+        write.clone()
+    } else {
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.pool_size.max(1))
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot open {url}: {e}"))))?;
+        SqlxSqliteConnector::from_sqlx_sqlite_pool(readers)
+    };
+    Ok(Store { read, write })
+}
+
+async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Store, DbErr> {
+    let connect = PgConnectOptions::from_str(url)
+        .map_err(|e| DbErr::Custom(format!("invalid PostgreSQL URL: {e}")))?
+        .application_name("runwarden");
+    let pool = PgPoolOptions::new()
+        .max_connections(options.pool_size.max(2))
+        .acquire_timeout(options.connect_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot connect to PostgreSQL: {e}"))))?;
+    let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+    Ok(Store { read: db.clone(), write: db })
+}
+
+/// Microseconds since the Unix epoch, the storage form of every time.
+pub fn to_micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}

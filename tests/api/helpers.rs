@@ -1,0 +1,260 @@
+//! The test harness: [`spawn_app`] starts a real runwarden on port 0 against a fresh database
+//! (a temp SQLite file, or a fresh PostgreSQL database when asked) and hands back typed gRPC,
+//! grpc-web and REST clients. Logs only when `TEST_LOG` is set.
+
+use std::{net::SocketAddr, sync::Once, time::Duration};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+use runwarden::{
+    App, Config,
+    proto::v1::{
+        ExecutionReport, Outcome, SubmitReportRequest, SubmitReportResponse, query_service_client::QueryServiceClient,
+        report_service_client::ReportServiceClient,
+    },
+};
+use sqlx::{Connection, Executor, PgConnection};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// The database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Declares `name` once per backend: `sqlite::name` always runs; `postgres::name` runs against
+/// `RUNWARDEN_TEST_POSTGRES_URL` and fails (rather than silently passing) when CI forgot to set it.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::helpers::postgres_url().is_none() {
+                        return;
+                    }
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The PostgreSQL server to test against. In CI (`CI` set) its absence is a failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("RUNWARDEN_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(std::env::var("CI").is_err(), "CI must set RUNWARDEN_TEST_POSTGRES_URL");
+            None
+        }
+    }
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            runwarden::telemetry::init_logging(runwarden::config::LogFormat::Human);
+        }
+    });
+}
+
+/// A fresh, empty database for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> TestDatabase {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("runwarden.db").display());
+                TestDatabase { url, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let base = postgres_url().expect("RUNWARDEN_TEST_POSTGRES_URL");
+                let name = format!("rw_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = PgConnection::connect(&base).await.expect("connect to PostgreSQL");
+                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create database");
+                let (prefix, query) = match base.split_once('?') {
+                    Some((p, q)) => (p, format!("?{q}")),
+                    None => (base.as_str(), String::new()),
+                };
+                let root = prefix.rsplit_once('/').map_or(prefix, |(root, _)| root);
+                TestDatabase { url: format!("{root}/{name}{query}"), _dir: None }
+            }
+        }
+    }
+}
+
+/// A running server and clients for each of its faces.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub report: ReportServiceClient<Channel>,
+    pub query: QueryServiceClient<Channel>,
+    pub http: reqwest::Client,
+    pub channel: Channel,
+    db: Option<TestDatabase>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(TestDatabase::create(backend).await, |_| {}).await
+}
+
+/// Starts a server on `db`, letting the test adjust the configuration first.
+pub async fn spawn_app_with(db: TestDatabase, configure: impl FnOnce(&mut Config)) -> TestApp {
+    init_logging();
+    let mut config = Config::new("127.0.0.1:0".parse().expect("addr"), db.url.clone());
+    config.shutdown_timeout = Duration::from_secs(5);
+    configure(&mut config);
+    let app = App::build(config).await.expect("server starts");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    TestApp {
+        addr,
+        report: ReportServiceClient::new(channel.clone()),
+        query: QueryServiceClient::new(channel.clone()),
+        channel,
+        http: reqwest::Client::new(),
+        db: Some(db),
+        stop: Some(stop),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server gracefully and hands back its database.
+    pub async fn stop(mut self) -> TestDatabase {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task").expect("server ran cleanly");
+        }
+        self.db.take().expect("database")
+    }
+
+    /// Submits a report over gRPC.
+    pub async fn submit(&self, report: ExecutionReport) -> Result<SubmitReportResponse, tonic::Status> {
+        self.report.clone().submit_report(SubmitReportRequest { report: Some(report) }).await.map(|r| r.into_inner())
+    }
+
+    /// One unary call over grpc-web (HTTP/1.1, binary framing), as a browser makes it.
+    pub async fn grpc_web<Req: Message, Resp: Message + Default>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Result<Resp, (String, String)> {
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(request.encoded_len() as u32);
+        request.encode(&mut body).expect("encode");
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .body(body.freeze())
+            .send()
+            .await
+            .expect("grpc-web request");
+        assert_eq!(response.version(), reqwest::Version::HTTP_11);
+        let header_status = response.headers().get("grpc-status").map(|v| v.to_str().unwrap_or("").to_owned());
+        let header_message = response.headers().get("grpc-message").map(|v| v.to_str().unwrap_or("").to_owned());
+        let mut bytes: Bytes = response.bytes().await.expect("body");
+        let mut message = None;
+        let mut trailers = String::new();
+        while bytes.remaining() >= 5 {
+            let flag = bytes.get_u8();
+            let len = bytes.get_u32() as usize;
+            let frame = bytes.split_to(len);
+            if flag & 0x80 == 0 {
+                message = Some(Resp::decode(frame).expect("decode message"));
+            } else {
+                trailers = String::from_utf8_lossy(&frame).into_owned();
+            }
+        }
+        let trailer = |name: &str| {
+            trailers.lines().find_map(|line| {
+                let (k, v) = line.split_once(':')?;
+                (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_owned())
+            })
+        };
+        let status = header_status.or_else(|| trailer("grpc-status")).unwrap_or_default();
+        if status == "0" {
+            Ok(message.expect("a message with status 0"))
+        } else {
+            Err((status, header_message.or_else(|| trailer("grpc-message")).unwrap_or_default()))
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A complete, valid report for `worker`.
+pub fn report(worker: &str) -> ExecutionReport {
+    ExecutionReport {
+        worker_name: worker.into(),
+        worker_type: "analytics".into(),
+        outcome: Outcome::Success as i32,
+        duration_ms: Some(1500),
+        data_verification: Some(runwarden::proto::v1::DataVerification {
+            records_fetched: 200,
+            records_processed: 195,
+            records_failed: 5,
+            validation_checks_passed: 10,
+            api_calls_made: 4,
+            api_calls_succeeded: 4,
+            cache_writes: 4,
+            ..Default::default()
+        }),
+        resource_metrics: Some(runwarden::proto::v1::ResourceMetrics {
+            memory_peak_mb: Some(128.0),
+            redis_operations: 12,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A report with an explicit id and start time (seconds before now).
+pub fn report_at(worker: &str, seconds_ago: i64) -> ExecutionReport {
+    let started = chrono::Utc::now() - chrono::TimeDelta::seconds(seconds_ago);
+    ExecutionReport {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        started_at: Some(runwarden::domain::validation::to_timestamp(started)),
+        duration_ms: Some(1000),
+        ..report(worker)
+    }
+}

@@ -1,0 +1,161 @@
+//! Restarts, graceful shutdown and crashes: an acknowledged report is always there afterwards.
+
+use std::{
+    collections::HashSet,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use runwarden::proto::v1::{ListExecutionsRequest, SubmitReportRequest, report_service_client::ReportServiceClient};
+use tonic::transport::Channel;
+
+use crate::{
+    backend_tests,
+    helpers::{Backend, TestApp, TestDatabase, report_at, spawn_app, spawn_app_with},
+};
+
+backend_tests!(
+    data_survives_a_restart,
+    sigterm_under_load_loses_no_acked_report,
+    sigkill_under_load_loses_no_acked_report
+);
+
+async fn all_execution_ids(app: &TestApp) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = app
+            .query
+            .clone()
+            .list_executions(ListExecutionsRequest { limit: 500, page_token: token.clone(), ..Default::default() })
+            .await
+            .expect("list")
+            .into_inner();
+        ids.extend(page.executions.into_iter().map(|e| e.execution_id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        token = page.next_page_token;
+    }
+}
+
+async fn data_survives_a_restart(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut sent = HashSet::new();
+    for i in 0..20 {
+        let r = report_at("analytics_flush_worker", 60 * (i + 1));
+        sent.insert(r.execution_id.clone());
+        app.submit(r).await.expect("stored");
+    }
+    let db = app.stop().await;
+    let app = spawn_app_with(db, |_| {}).await;
+    let ids: HashSet<String> = all_execution_ids(&app).await.into_iter().collect();
+    assert_eq!(ids, sent);
+    let worker = app
+        .query
+        .clone()
+        .get_worker(runwarden::proto::v1::GetWorkerRequest { worker_name: "analytics_flush_worker".into() })
+        .await
+        .expect("worker")
+        .into_inner();
+    assert_eq!(worker.run_count, 20);
+}
+
+/// Starts the real binary on `db` and returns it with its address (read from its JSON log).
+fn start_binary(db: &TestDatabase) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5", "--database"])
+        .arg(&db.url)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start runwarden");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && line.contains("runwarden ready") {
+                let value: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+                let _ = tx.send(value["addr"].as_str().unwrap_or_default().to_owned());
+                sent = true;
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server reports its address");
+    (child, addr)
+}
+
+/// Submits continuously from 16 tasks, kills the server with `signal` mid-load, and checks that
+/// every acknowledged report is stored afterwards, exactly once.
+async fn kill_under_load(backend: Backend, signal: &str) {
+    let db = TestDatabase::create(backend).await;
+    let (mut child, addr) = start_binary(&db);
+    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let mut client = ReportServiceClient::new(channel.clone());
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0.. {
+                let report = report_at(&format!("load_worker_{t}"), i % 3600);
+                let id = report.execution_id.clone();
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    client.submit_report(SubmitReportRequest { report: Some(report) }),
+                )
+                .await
+                {
+                    Ok(Ok(response)) => {
+                        assert_eq!(response.into_inner().execution_id, id);
+                        acked.lock().expect("lock").push(id);
+                    }
+                    Ok(Err(status)) => {
+                        assert!(
+                            matches!(
+                                status.code(),
+                                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                            ),
+                            "only retriable failures while stopping: {status:?}"
+                        );
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // Let the load run, then stop the server while it is busy.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = acked.lock().expect("lock").len();
+    assert!(before > 0, "the load generator got acknowledgements before the signal");
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    for task in tasks {
+        task.await.expect("load task");
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    if signal == "-TERM" {
+        assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+    }
+
+    let app = spawn_app_with(db, |_| {}).await;
+    let stored = all_execution_ids(&app).await;
+    let stored_set: HashSet<&String> = stored.iter().collect();
+    assert_eq!(stored_set.len(), stored.len(), "nothing stored twice");
+    let acked = acked.lock().expect("lock").clone();
+    let missing: Vec<_> = acked.iter().filter(|id| !stored_set.contains(id)).collect();
+    assert!(missing.is_empty(), "{} of {} acked reports missing after {signal}", missing.len(), acked.len());
+}
+
+async fn sigterm_under_load_loses_no_acked_report(backend: Backend) {
+    kill_under_load(backend, "-TERM").await;
+}
+
+async fn sigkill_under_load_loses_no_acked_report(backend: Backend) {
+    kill_under_load(backend, "-KILL").await;
+}
