@@ -6,6 +6,7 @@ use std::{env, fs, path::PathBuf};
 use prost::Message;
 
 const PROTOS: &[&str] = &[
+    "proto/runwarden/v1/analysis.proto",
     "proto/runwarden/v1/report.proto",
     "proto/runwarden/v1/report_service.proto",
     "proto/runwarden/v1/query_service.proto",

@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-use crate::store::{StoreOptions, Synchronous, ingest::IngestConfig};
+use crate::{
+    domain::scoring::{ScoringConfig, Weights},
+    store::{StoreOptions, Synchronous, ingest::IngestConfig},
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://runwarden.db?mode=rwc";
@@ -86,6 +89,60 @@ pub struct FileConfig {
     pub max_batch: Option<usize>,
     pub shutdown_timeout: Option<u64>,
     pub pool_size: Option<u32>,
+    pub scoring: Option<ScoringFile>,
+}
+
+/// `[scoring]`: the knobs of `docs/scoring.md`. Weights must sum to 1.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringFile {
+    pub weights: Option<WeightsFile>,
+    pub partial_credit: Option<f64>,
+    pub skipped_credit: Option<f64>,
+    pub min_history_for_performance: Option<u64>,
+    pub memory_limit_mb: Option<f64>,
+    pub cpu_limit_percent: Option<f64>,
+    pub db_query_limit: Option<u64>,
+    pub freshness_limit_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsFile {
+    pub reliability: f64,
+    pub performance: f64,
+    pub data_quality: f64,
+    pub resource_efficiency: f64,
+}
+
+impl ScoringFile {
+    fn apply(&self, config: &mut ScoringConfig) -> Result<(), String> {
+        if let Some(w) = &self.weights {
+            config.weights = Weights {
+                reliability: w.reliability,
+                performance: w.performance,
+                data_quality: w.data_quality,
+                resource_efficiency: w.resource_efficiency,
+            };
+        }
+        let set = |target: &mut f64, value: Option<f64>| {
+            if let Some(v) = value {
+                *target = v;
+            }
+        };
+        set(&mut config.partial_credit, self.partial_credit);
+        set(&mut config.skipped_credit, self.skipped_credit);
+        set(&mut config.memory_limit_mb, self.memory_limit_mb);
+        set(&mut config.cpu_limit_percent, self.cpu_limit_percent);
+        set(&mut config.freshness_limit_seconds, self.freshness_limit_seconds);
+        if let Some(n) = self.min_history_for_performance {
+            config.min_history_for_performance = n;
+        }
+        if let Some(n) = self.db_query_limit {
+            config.db_query_limit = n;
+        }
+        config.validate().map_err(|e| format!("invalid [scoring] settings: {e}"))
+    }
 }
 
 /// Everything the server needs, resolved.
@@ -130,6 +187,9 @@ impl Config {
         }
         if let Some(secs) = args.shutdown_timeout.or(file.shutdown_timeout) {
             config.shutdown_timeout = Duration::from_secs(secs);
+        }
+        if let Some(scoring) = &file.scoring {
+            scoring.apply(&mut config.ingest.scoring)?;
         }
         if config.ingest.queue_capacity == 0 || config.ingest.max_batch == 0 {
             return Err("queue_capacity and max_batch must be at least 1".into());
@@ -193,6 +253,24 @@ mod tests {
         args.database.config = Some(path);
         let err = Config::resolve(&args).expect_err("typo is refused");
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn scoring_weights_are_configurable_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("scoring.toml");
+        let weights =
+            "[scoring.weights]\nreliability = 0.4\nperformance = 0.2\ndata_quality = 0.3\nresource_efficiency = 0.1\n";
+        std::fs::write(&path, format!("[scoring]\nmemory_limit_mb = 1024.0\n{weights}")).expect("write");
+        let mut args = ServeArgs::default();
+        args.database.config = Some(path.clone());
+        let config = Config::resolve(&args).expect("resolves");
+        assert_eq!(config.ingest.scoring.weights.reliability, 0.4);
+        assert_eq!(config.ingest.scoring.memory_limit_mb, 1024.0);
+
+        std::fs::write(&path, format!("[scoring]\n{}", weights.replace("0.4", "0.9"))).expect("write");
+        let err = Config::resolve(&args).expect_err("weights must sum to 1");
+        assert!(err.contains("scoring"), "{err}");
     }
 
     #[test]

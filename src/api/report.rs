@@ -8,8 +8,8 @@ use super::{Services, observe};
 use crate::{
     domain::validation::validate_report,
     error::Error,
-    proto::v1::{SubmitReportRequest, SubmitReportResponse, report_service_server::ReportService},
-    store::ingest::Ack,
+    proto::v1::{Analysis, SubmitReportRequest, SubmitReportResponse, report_service_server::ReportService},
+    store::{executions, ingest::Ack},
 };
 
 #[derive(Clone)]
@@ -30,11 +30,31 @@ impl ReportApi {
             let execution_id = valid.report.execution_id.clone();
             let worker = valid.report.worker_name.clone();
             let ack = self.services.ingest.submit(valid, received_at).await?;
-            tracing::debug!(worker = %worker, execution_id = %execution_id, ?ack, "report submitted");
-            Ok(SubmitReportResponse { execution_id, duplicate: ack == Ack::Duplicate })
+            let (duplicate, analysis) = match ack {
+                Ack::Stored(analysis) => (false, *analysis),
+                // The worker learns the scores of the copy that was stored first.
+                Ack::Duplicate => (true, stored_analysis(&self.services, &execution_id).await?),
+            };
+            tracing::debug!(worker = %worker, execution_id = %execution_id, duplicate, "report submitted");
+            Ok(SubmitReportResponse {
+                execution_id,
+                duplicate,
+                scores: analysis.scores,
+                quality_level: analysis.quality_level,
+                reasons: analysis.reasons,
+                weights: analysis.weights,
+                learning: analysis.learning,
+            })
         })
         .await
     }
+}
+
+async fn stored_analysis(services: &Services, execution_id: &str) -> Result<Analysis, Error> {
+    let row = executions::find_by_execution_id(services.store.reader(), execution_id)
+        .await?
+        .ok_or_else(|| Error::internal(format!("duplicate execution {execution_id} is not readable")))?;
+    row.analysis().map_err(Error::internal)
 }
 
 #[tonic::async_trait]

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     domain::{page_token::ExecutionCursor, validation::to_timestamp},
-    proto::v1::{Execution, ExecutionReport},
+    proto::v1::{Analysis, Execution, ExecutionReport},
 };
 
 pub use executions::Model as ExecutionRow;
@@ -80,10 +80,21 @@ impl ExecutionRow {
     /// The stored execution as the API returns it. Fails only if the stored bytes are corrupt.
     pub fn to_proto(&self) -> Result<Execution, prost::DecodeError> {
         let report = ExecutionReport::decode(self.report.as_slice())?;
+        let analysis = self.analysis()?;
         Ok(Execution {
             execution_id: self.execution_id.clone(),
             report: Some(report),
             received_at: Some(to_timestamp(from_micros(self.received_at_us))),
+            scores: analysis.scores,
+            quality_level: analysis.quality_level,
+            reasons: analysis.reasons,
+            weights: analysis.weights,
+            learning: analysis.learning,
         })
+    }
+
+    /// What the server computed when it stored the execution.
+    pub fn analysis(&self) -> Result<Analysis, prost::DecodeError> {
+        self.analysis.as_deref().map(Analysis::decode).transpose().map(Option::unwrap_or_default)
     }
 }

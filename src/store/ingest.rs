@@ -25,16 +25,20 @@ use super::{
     executions::existing_ids,
     to_micros,
 };
-use crate::{domain::validation::ValidReport, error::Error};
+use crate::{
+    domain::{analysis::analyze, learning::WorkerRunningState, scoring::ScoringConfig, validation::ValidReport},
+    error::Error,
+    proto::v1::Analysis,
+};
 
 /// Rows per INSERT statement: well under SQLite's and PostgreSQL's bound-parameter limits.
 const INSERT_CHUNK: usize = 200;
 
 /// What happened to one submitted report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Ack {
-    /// Stored by this submission.
-    Stored,
+    /// Stored by this submission, with what the server computed for it.
+    Stored(Box<Analysis>),
     /// A report with this execution_id was already stored; nothing changed.
     Duplicate,
 }
@@ -45,11 +49,12 @@ pub struct IngestConfig {
     pub queue_capacity: usize,
     /// Most reports committed in one transaction.
     pub max_batch: usize,
+    pub scoring: ScoringConfig,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { queue_capacity: 10_000, max_batch: 1_000 }
+        IngestConfig { queue_capacity: 10_000, max_batch: 1_000, scoring: ScoringConfig::default() }
     }
 }
 
@@ -77,7 +82,7 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
     let capacity = config.queue_capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
     let stop = Arc::new(Notify::new());
-    let join = tokio::spawn(run(store, rx, config.max_batch.max(1), stop.clone()));
+    let join = tokio::spawn(run(store, rx, config.max_batch.max(1), config.scoring, stop.clone()));
     (Ingest { tx, capacity }, Writer { join, stop })
 }
 
@@ -115,7 +120,7 @@ impl Writer {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, stop: Arc<Notify>) {
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, scoring: ScoringConfig, stop: Arc<Notify>) {
     let mut closing = false;
     loop {
         let first = tokio::select! {
@@ -139,24 +144,24 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, stop: 
                 Err(_) => break,
             }
         }
-        commit(&store, batch).await;
+        commit(&store, &scoring, batch).await;
         metrics::gauge!("runwarden_ingest_queue_depth").set(rx.len() as f64);
     }
     tracing::info!("ingest writer stopped");
 }
 
 /// Commits one batch and answers every caller in it.
-async fn commit(store: &Store, batch: Vec<Job>) {
+async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>) {
     let started = Instant::now();
     let size = batch.len();
     let (jobs, acks): (Vec<_>, Vec<_>) = batch.into_iter().map(|job| ((job.report, job.received_at), job.ack)).unzip();
-    let result = write_batch(store, &jobs).await;
+    let result = write_batch(store, scoring, &jobs).await;
     let elapsed = started.elapsed();
     metrics::histogram!("runwarden_ingest_batch_size").record(size as f64);
     metrics::histogram!("runwarden_ingest_commit_seconds").record(elapsed.as_secs_f64());
     match result {
         Ok(outcomes) => {
-            let stored = outcomes.iter().filter(|a| **a == Ack::Stored).count();
+            let stored = outcomes.iter().filter(|a| matches!(a, Ack::Stored(_))).count();
             metrics::counter!("runwarden_reports_stored_total").increment(stored as u64);
             metrics::counter!("runwarden_reports_duplicate_total").increment((size - stored) as u64);
             tracing::debug!(size, stored, elapsed_ms = elapsed.as_millis() as u64, "batch committed");
@@ -175,7 +180,11 @@ async fn commit(store: &Store, batch: Vec<Job>) {
 }
 
 /// Stores the new reports of `jobs` in one transaction; returns one [`Ack`] per job, in order.
-async fn write_batch(store: &Store, jobs: &[(ValidReport, DateTime<Utc>)]) -> Result<Vec<Ack>, DbErr> {
+async fn write_batch(
+    store: &Store,
+    scoring: &ScoringConfig,
+    jobs: &[(ValidReport, DateTime<Utc>)],
+) -> Result<Vec<Ack>, DbErr> {
     let txn = store.begin_write().await?;
 
     // First occurrence of each id in the batch is the candidate; later copies are duplicates.
@@ -220,8 +229,13 @@ async fn write_batch(store: &Store, jobs: &[(ValidReport, DateTime<Utc>)]) -> Re
                 worker_rows.entry(name.clone()).or_insert(inserted)
             }
         };
+        let mut state = running_state(worker);
+        let analysis = analyze(job, &mut state, scoring);
+        store_running_state(worker, &state);
         observe_run(worker, job);
         touched.entry(name.clone()).or_insert(false);
+        let scores = analysis.scores.unwrap_or_default();
+        let learning = analysis.learning.unwrap_or_default();
         rows.push(executions::ActiveModel {
             execution_id: Set(job.report.execution_id.clone()),
             worker_id: Set(worker.id),
@@ -234,9 +248,19 @@ async fn write_batch(store: &Store, jobs: &[(ValidReport, DateTime<Utc>)]) -> Re
             records_processed: Set(job.report.data_verification.as_ref().map_or(0, |d| d.records_processed)),
             records_failed: Set(job.report.data_verification.as_ref().map_or(0, |d| d.records_failed)),
             report: Set(job.report.encode_to_vec()),
+            score_reliability: Set(scores.reliability),
+            score_performance: Set(scores.performance),
+            score_data_quality: Set(scores.data_quality),
+            score_resource_efficiency: Set(scores.resource_efficiency),
+            score_overall: Set(scores.overall),
+            quality_level: Set(analysis.quality_level),
+            time_of_day_utc: Set(learning.time_of_day_utc as i32),
+            day_of_week: Set(learning.day_of_week as i32),
+            execution_number_today: Set(learning.execution_number_today),
+            analysis: Set(Some(analysis.encode_to_vec())),
             ..Default::default()
         });
-        acks[i] = Ack::Stored;
+        acks[i] = Ack::Stored(Box::new(analysis));
     }
 
     let mut pending = rows.into_iter().peekable();
@@ -275,6 +299,39 @@ async fn load_workers(
         }
     }
     Ok(rows)
+}
+
+/// The learning state kept in a worker's row.
+fn running_state(worker: &workers::Model) -> WorkerRunningState {
+    WorkerRunningState {
+        run_count: u64::try_from(worker.run_count).unwrap_or(0),
+        duration_mean_ms: worker.duration_mean_ms,
+        duration_m2: worker.duration_m2,
+        records_mean: worker.records_mean,
+        records_m2: worker.records_m2,
+        duration_ewma_ms: worker.duration_ewma_ms,
+        records_ewma: worker.records_ewma,
+        last_run_at: worker.last_run_at_us.and_then(DateTime::from_timestamp_micros),
+        runs_today: u64::try_from(worker.runs_today).unwrap_or(0),
+        runs_today_day: worker.runs_today_day.and_then(|days| {
+            chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_days(chrono::Days::new(u64::try_from(days).ok()?))
+        }),
+    }
+}
+
+fn store_running_state(worker: &mut workers::Model, state: &WorkerRunningState) {
+    worker.duration_mean_ms = state.duration_mean_ms;
+    worker.duration_m2 = state.duration_m2;
+    worker.records_mean = state.records_mean;
+    worker.records_m2 = state.records_m2;
+    worker.duration_ewma_ms = state.duration_ewma_ms;
+    worker.records_ewma = state.records_ewma;
+    worker.last_run_at_us = state.last_run_at.map(to_micros);
+    worker.runs_today = i64::try_from(state.runs_today).unwrap_or(i64::MAX);
+    worker.runs_today_day = state.runs_today_day.map(|day| {
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+        i32::try_from((day - epoch).num_days()).unwrap_or(i32::MAX)
+    });
 }
 
 /// Folds one stored run into its worker's row.
@@ -321,6 +378,15 @@ mod tests {
             last_seen_us: 200_000_000,
             last_outcome: Outcome::Success as i32,
             run_count: 1,
+            duration_mean_ms: 0.0,
+            duration_m2: 0.0,
+            records_mean: 0.0,
+            records_m2: 0.0,
+            duration_ewma_ms: 0.0,
+            records_ewma: 0.0,
+            last_run_at_us: None,
+            runs_today: 0,
+            runs_today_day: None,
         };
         // An older run arriving late changes the count and first_seen, not the last outcome.
         observe_run(&mut worker, &valid(Outcome::Failed, 50, 60));

@@ -5,4 +5,5 @@ mod faces;
 mod helpers;
 mod lifecycle;
 mod query;
+mod scoring;
 mod submit;

@@ -20,6 +20,17 @@ pub struct Model {
     pub records_processed: i64,
     pub records_failed: i64,
     pub report: Vec<u8>,
+    pub score_reliability: f64,
+    pub score_performance: f64,
+    pub score_data_quality: f64,
+    pub score_resource_efficiency: f64,
+    pub score_overall: f64,
+    pub quality_level: i32,
+    pub time_of_day_utc: i32,
+    pub day_of_week: i32,
+    pub execution_number_today: i64,
+    /// The encoded `runwarden.v1.Analysis`: scores, reasons, weights, learning fields.
+    pub analysis: Option<Vec<u8>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,16 @@ pub struct Model {
     pub last_seen_us: i64,
     pub last_outcome: i32,
     pub run_count: i64,
+    pub duration_mean_ms: f64,
+    pub duration_m2: f64,
+    pub records_mean: f64,
+    pub records_m2: f64,
+    pub duration_ewma_ms: f64,
+    pub records_ewma: f64,
+    pub last_run_at_us: Option<i64>,
+    pub runs_today: i64,
+    /// UTC day of `runs_today`, as days since 1970-01-01.
+    pub runs_today_day: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
