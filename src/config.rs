@@ -39,6 +39,30 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Maintain the hourly rollups statistics are read from.
+    #[command(subcommand)]
+    Rollup(RollupCommand),
+    /// Ask a running server's grpc.health.v1 whether it is SERVING (exit 0) or not (exit 1).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RollupCommand {
+    /// Recompute every rollup from raw executions (one write transaction; ingest waits meanwhile).
+    Rebuild(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The server to ask.
+    #[arg(long, env = "RUNWARDEN_ADDR", default_value = DEFAULT_LISTEN)]
+    pub addr: String,
+    /// The service to ask about; empty means the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5)]
+    pub timeout: u64,
 }
 
 /// Where the database and the config file are; shared by every subcommand that opens the database.

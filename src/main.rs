@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use runwarden::{
     App, Config,
-    config::{Cli, Command, resolve_store},
+    config::{Cli, Command, RollupCommand, resolve_store},
     store::Store,
     telemetry,
 };
@@ -17,11 +17,12 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args).await,
         Command::Migrate(args) => migrate(&args).await,
+        Command::Health(args) => health(&args).await,
+        Command::Rollup(RollupCommand::Rebuild(args)) => rebuild_rollups(&args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            tracing::error!("{message}");
             eprintln!("runwarden: {message}");
             ExitCode::FAILURE
         }
@@ -41,6 +42,40 @@ async fn migrate(args: &runwarden::config::DatabaseArgs) -> Result<(), String> {
     tracing::info!("migrations applied");
     store.close().await;
     Ok(())
+}
+
+async fn rebuild_rollups(args: &runwarden::config::DatabaseArgs) -> Result<(), String> {
+    let (url, options) = resolve_store(args)?;
+    let store = Store::connect(&url, &options).await.map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let read = runwarden::store::rollups::rebuild(&store).await.map_err(|e| e.to_string())?;
+    println!("rebuilt rollups from {read} executions in {:.1}s", started.elapsed().as_secs_f64());
+    store.close().await;
+    Ok(())
+}
+
+async fn health(args: &runwarden::config::HealthArgs) -> Result<(), String> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let uri = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(uri.clone())
+            .map_err(|e| format!("invalid address {}: {e}", args.addr))?
+            .connect_timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest { service: args.service.clone() })
+            .await
+            .map_err(|e| format!("health check failed: {}", e.message()))
+    };
+    let response = tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| format!("no answer from {} within {}s", args.addr, args.timeout))??;
+    let status = ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
+    println!("{}", status.as_str_name());
+    if status == ServingStatus::Serving { Ok(()) } else { Err(format!("{} is {}", args.addr, status.as_str_name())) }
 }
 
 /// Completes on SIGINT or SIGTERM.

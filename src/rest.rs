@@ -21,8 +21,8 @@ use crate::{
     domain::validation::to_timestamp,
     error::Error,
     proto::v1::{
-        ExecutionReport, GetExecutionRequest, GetWorkerRequest, ListExecutionsRequest, ListWorkersRequest, Outcome,
-        SubmitReportRequest,
+        ExecutionReport, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest, GetWorkerStatsRequest,
+        ListExecutionsRequest, ListWorkersRequest, Outcome, StatsWindow, SubmitReportRequest,
     },
 };
 
@@ -38,7 +38,9 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/orchestrator/workers", get(list_workers))
         .route("/api/v1/orchestrator/workers/{worker_name}", get(get_worker))
         .route("/api/v1/orchestrator/workers/{worker_name}/executions", get(list_executions))
+        .route("/api/v1/orchestrator/workers/{worker_name}/stats", get(get_worker_stats))
         .route("/api/v1/orchestrator/executions/{execution_id}", get(get_execution))
+        .route("/api/v1/orchestrator/data-quality/summary", get(get_data_quality_summary))
         .with_state(state)
 }
 
@@ -78,6 +80,19 @@ impl Params {
                 })
             })
             .transpose()
+    }
+
+    /// `24h`, `7d`, `30d`, `90d` (or the enum names).
+    fn window(&self, name: &str) -> Result<i32, Error> {
+        let Some(v) = self.0.get(name) else { return Ok(0) };
+        let window = match v.to_ascii_lowercase().trim_start_matches("stats_window_") {
+            "24h" => StatsWindow::StatsWindow24h,
+            "7d" => StatsWindow::StatsWindow7d,
+            "30d" => StatsWindow::StatsWindow30d,
+            "90d" => StatsWindow::StatsWindow90d,
+            _ => return Err(Error::invalid(name, format!("must be one of 24h, 7d, 30d, 90d, got {v:?}"))),
+        };
+        Ok(window as i32)
     }
 
     /// `SUCCESS`, `success` or `OUTCOME_SUCCESS`.
@@ -135,6 +150,34 @@ async fn list_executions(
         until: params.time("until")?,
     };
     Ok(ProtoJson(state.query.list_executions(request).await?).into_response())
+}
+
+async fn get_worker_stats(
+    State(state): State<RestState>,
+    Path(worker_name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let params = Params(params);
+    let request = GetWorkerStatsRequest {
+        worker_name,
+        window: params.window("window")?,
+        since: params.time("since")?,
+        until: params.time("until")?,
+    };
+    Ok(ProtoJson(state.query.get_worker_stats(request).await?).into_response())
+}
+
+async fn get_data_quality_summary(
+    State(state): State<RestState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let params = Params(params);
+    let request = GetDataQualitySummaryRequest {
+        window: params.window("window")?,
+        since: params.time("since")?,
+        until: params.time("until")?,
+    };
+    Ok(ProtoJson(state.query.get_data_quality_summary(request).await?).into_response())
 }
 
 async fn get_execution(State(state): State<RestState>, Path(execution_id): Path<String>) -> Result<Response, Error> {

@@ -6,11 +6,16 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_initial;
 mod m20261128_000002_scores_and_learning;
+mod m20261128_000003_worker_hourly;
 
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261128_000001_initial::Migration), Box::new(m20261128_000002_scores_and_learning::Migration)]
+        vec![
+            Box::new(m20261128_000001_initial::Migration),
+            Box::new(m20261128_000002_scores_and_learning::Migration),
+            Box::new(m20261128_000003_worker_hourly::Migration),
+        ]
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod query;
 pub mod report;
+pub mod stats;
 
 use std::{future::Future, sync::Arc, time::Instant};
 

@@ -8,12 +8,14 @@ use super::{Services, observe};
 use crate::{
     domain::{
         page_token::{ExecutionCursor, WorkerCursor},
+        rollup::HourlyRollup,
         validation::{check_worker_name_field, from_timestamp, to_timestamp},
     },
     error::Error,
     proto::v1::{
-        Execution, GetExecutionRequest, GetWorkerRequest, ListExecutionsRequest, ListExecutionsResponse,
-        ListWorkersRequest, ListWorkersResponse, Outcome, Worker, query_service_server::QueryService,
+        DataQualitySummary, Execution, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest,
+        GetWorkerStatsRequest, ListExecutionsRequest, ListExecutionsResponse, ListWorkersRequest, ListWorkersResponse,
+        Outcome, Worker, WorkerStats, query_service_server::QueryService,
     },
     store::{
         executions::{self, ExecutionFilter},
@@ -41,7 +43,8 @@ fn page_limit(limit: i32, default: i32, max: i32) -> Result<u64, Error> {
     }
 }
 
-fn worker_to_proto(row: WorkerRow) -> Worker {
+fn worker_to_proto(row: WorkerRow, last_24h: Option<&HourlyRollup>) -> Worker {
+    let judged = last_24h.map_or(0, |r| r.runs - r.skipped);
     Worker {
         worker_name: row.worker_name,
         worker_type: row.worker_type,
@@ -49,6 +52,10 @@ fn worker_to_proto(row: WorkerRow) -> Worker {
         last_seen: Some(to_timestamp(from_micros(row.last_seen_us))),
         last_outcome: row.last_outcome,
         run_count: row.run_count,
+        last_overall_score: row.last_overall_score,
+        last_quality_level: row.last_quality_level,
+        success_rate_24h: last_24h.filter(|_| judged > 0).map(HourlyRollup::success_rate),
+        runs_24h: last_24h.map_or(0, |r| r.runs),
     }
 }
 
@@ -57,7 +64,15 @@ impl QueryApi {
         QueryApi { services }
     }
 
-    async fn worker_by_name(&self, field: &str, name: &str) -> Result<WorkerRow, Error> {
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.services.clock.now()
+    }
+
+    pub(crate) fn reader(&self) -> &sea_orm::DatabaseConnection {
+        self.services.store.reader()
+    }
+
+    pub(crate) async fn worker_by_name(&self, field: &str, name: &str) -> Result<WorkerRow, Error> {
         check_worker_name_field(field, name).map_err(|v| Error::InvalidArgument(vec![v]))?;
         workers::find_by_name(self.services.store.reader(), name)
             .await?
@@ -80,14 +95,26 @@ impl QueryApi {
             } else {
                 String::new()
             };
-            Ok(ListWorkersResponse { workers: rows.into_iter().map(worker_to_proto).collect(), next_page_token })
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let health = self.health_24h(&ids).await?;
+            let workers = rows
+                .into_iter()
+                .map(|row| {
+                    let last_24h = health.get(&row.id);
+                    worker_to_proto(row, last_24h)
+                })
+                .collect();
+            Ok(ListWorkersResponse { workers, next_page_token })
         })
         .await
     }
 
     pub async fn get_worker(&self, request: GetWorkerRequest) -> Result<Worker, Error> {
         observe("GetWorker", async {
-            Ok(worker_to_proto(self.worker_by_name("worker_name", &request.worker_name).await?))
+            let row = self.worker_by_name("worker_name", &request.worker_name).await?;
+            let health = self.health_24h(&[row.id]).await?;
+            let last_24h = health.get(&row.id);
+            Ok(worker_to_proto(row, last_24h))
         })
         .await
     }
@@ -169,5 +196,16 @@ impl QueryService for QueryApi {
 
     async fn get_execution(&self, request: Request<GetExecutionRequest>) -> Result<Response<Execution>, Status> {
         Ok(Response::new(QueryApi::get_execution(self, request.into_inner()).await?))
+    }
+
+    async fn get_worker_stats(&self, request: Request<GetWorkerStatsRequest>) -> Result<Response<WorkerStats>, Status> {
+        Ok(Response::new(QueryApi::get_worker_stats(self, request.into_inner()).await?))
+    }
+
+    async fn get_data_quality_summary(
+        &self,
+        request: Request<GetDataQualitySummaryRequest>,
+    ) -> Result<Response<DataQualitySummary>, Status> {
+        Ok(Response::new(QueryApi::get_data_quality_summary(self, request.into_inner()).await?))
     }
 }

@@ -6,5 +6,7 @@
 pub mod analysis;
 pub mod learning;
 pub mod page_token;
+pub mod rollup;
 pub mod scoring;
+pub mod sketch;
 pub mod validation;

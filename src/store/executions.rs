@@ -98,3 +98,18 @@ impl ExecutionRow {
         self.analysis.as_deref().map(Analysis::decode).transpose().map(Option::unwrap_or_default)
     }
 }
+
+/// `(duration_ms, score_overall)` of a worker's most recent runs, newest first.
+pub async fn recent_runs(db: &impl ConnectionTrait, worker_id: i64, limit: u64) -> Result<Vec<(i64, f64)>, DbErr> {
+    Executions::find()
+        .select_only()
+        .column(executions::Column::DurationMs)
+        .column(executions::Column::ScoreOverall)
+        .filter(executions::Column::WorkerId.eq(worker_id))
+        .order_by_desc(executions::Column::StartedAtUs)
+        .order_by_desc(executions::Column::Id)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await
+}

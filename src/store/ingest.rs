@@ -23,10 +23,17 @@ use super::{
     Store,
     entities::{executions, workers},
     executions::existing_ids,
+    rollups::PendingRollups,
     to_micros,
 };
 use crate::{
-    domain::{analysis::analyze, learning::WorkerRunningState, scoring::ScoringConfig, validation::ValidReport},
+    domain::{
+        analysis::analyze,
+        learning::WorkerRunningState,
+        rollup::{ExecutionFacts, hour_start},
+        scoring::ScoringConfig,
+        validation::ValidReport,
+    },
     error::Error,
     proto::v1::Analysis,
 };
@@ -208,6 +215,7 @@ async fn write_batch(
     let mut worker_rows = load_workers(&txn, store.backend(), jobs, &new_indices).await?;
     let mut touched: HashMap<String, bool> = HashMap::new();
     let mut rows = Vec::with_capacity(new_indices.len());
+    let mut facts = Vec::with_capacity(new_indices.len());
     for &i in &new_indices {
         let (job, received_at) = &jobs[i];
         let name = &job.report.worker_name;
@@ -232,9 +240,10 @@ async fn write_batch(
         let mut state = running_state(worker);
         let analysis = analyze(job, &mut state, scoring);
         store_running_state(worker, &state);
-        observe_run(worker, job);
-        touched.entry(name.clone()).or_insert(false);
+        observe_run(worker, job, &analysis);
         let scores = analysis.scores.unwrap_or_default();
+        facts.push((worker.id, ExecutionFacts::from_report(&job.report, &scores, to_micros(job.started_at))));
+        touched.entry(name.clone()).or_insert(false);
         let learning = analysis.learning.unwrap_or_default();
         rows.push(executions::ActiveModel {
             execution_id: Set(job.report.execution_id.clone()),
@@ -262,6 +271,16 @@ async fn write_batch(
         });
         acks[i] = Ack::Stored(Box::new(analysis));
     }
+
+    // Rollups fold the runs in storage order, as a rebuild does, so both give identical rows.
+    let mut keys: Vec<_> = facts.iter().map(|(worker_id, f)| (*worker_id, hour_start(f.started_at_us))).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut rollups = PendingRollups::load(&txn, &keys).await?;
+    for (worker_id, f) in &facts {
+        rollups.observe(*worker_id, f);
+    }
+    rollups.save(&txn).await?;
 
     let mut pending = rows.into_iter().peekable();
     while pending.peek().is_some() {
@@ -335,7 +354,7 @@ fn store_running_state(worker: &mut workers::Model, state: &WorkerRunningState) 
 }
 
 /// Folds one stored run into its worker's row.
-fn observe_run(worker: &mut workers::Model, job: &ValidReport) {
+fn observe_run(worker: &mut workers::Model, job: &ValidReport, analysis: &Analysis) {
     let started = to_micros(job.started_at);
     let completed = to_micros(job.completed_at);
     worker.run_count += 1;
@@ -343,6 +362,8 @@ fn observe_run(worker: &mut workers::Model, job: &ValidReport) {
     if completed >= worker.last_seen_us {
         worker.last_seen_us = completed;
         worker.last_outcome = job.outcome as i32;
+        worker.last_overall_score = analysis.scores.map_or(0.0, |s| s.overall);
+        worker.last_quality_level = analysis.quality_level;
     }
     if !job.report.worker_type.is_empty() {
         worker.worker_type.clone_from(&job.report.worker_type);
@@ -387,12 +408,14 @@ mod tests {
             last_run_at_us: None,
             runs_today: 0,
             runs_today_day: None,
+            last_overall_score: 0.0,
+            last_quality_level: 0,
         };
         // An older run arriving late changes the count and first_seen, not the last outcome.
-        observe_run(&mut worker, &valid(Outcome::Failed, 50, 60));
+        observe_run(&mut worker, &valid(Outcome::Failed, 50, 60), &Analysis::default());
         assert_eq!((worker.run_count, worker.first_seen_us), (2, 50_000_000));
         assert_eq!(worker.last_outcome, Outcome::Success as i32);
-        observe_run(&mut worker, &valid(Outcome::Timeout, 300, 400));
+        observe_run(&mut worker, &valid(Outcome::Timeout, 300, 400), &Analysis::default());
         assert_eq!((worker.last_seen_us, worker.last_outcome), (400_000_000, Outcome::Timeout as i32));
         assert_eq!(worker.worker_type, "intel");
     }

@@ -8,6 +8,7 @@
 pub mod entities;
 pub mod executions;
 pub mod ingest;
+pub mod rollups;
 pub mod workers;
 
 use std::{str::FromStr, time::Duration};

@@ -2,6 +2,8 @@
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
+use std::collections::HashMap;
+
 use super::entities::workers::{self, Entity as Workers};
 
 pub use workers::Model as WorkerRow;
@@ -17,4 +19,16 @@ pub async fn list(db: &impl ConnectionTrait, after: Option<&str>, limit: u64) ->
         query = query.filter(workers::Column::WorkerName.gt(after));
     }
     query.all(db).await
+}
+
+/// Worker names by id.
+pub async fn names(db: &impl ConnectionTrait) -> Result<HashMap<i64, String>, DbErr> {
+    let rows: Vec<(i64, String)> = Workers::find()
+        .select_only()
+        .column(workers::Column::Id)
+        .column(workers::Column::WorkerName)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().collect())
 }

@@ -6,4 +6,5 @@ mod helpers;
 mod lifecycle;
 mod query;
 mod scoring;
+mod stats;
 mod submit;

@@ -2,4 +2,5 @@
 //! the Unix epoch (UTC).
 
 pub mod executions;
+pub mod worker_hourly;
 pub mod workers;

@@ -24,6 +24,8 @@ pub struct Model {
     pub runs_today: i64,
     /// UTC day of `runs_today`, as days since 1970-01-01.
     pub runs_today_day: Option<i32>,
+    pub last_overall_score: f64,
+    pub last_quality_level: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
