@@ -10,18 +10,18 @@ manifests.
 
 {{/*
 The prefix of every resource name: fullnameOverride, else RELEASE when the release name already
-contains the chart name, else RELEASE-NAME. Kept to 55 characters so that suffixes such as
-"-migrate" still fit the 63 characters of a label value or DNS label.
+contains the chart name, else RELEASE-NAME. Kept to 54 characters so that suffixes such as
+"-database" still fit the 63 characters of a label value or DNS label.
 */}}
 {{- define "runwarden.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 54 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 55 | trimSuffix "-" }}
+{{- .Release.Name | trunc 54 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 55 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 54 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -193,6 +193,9 @@ top of the Deployment, so a bad combination fails the whole render with one clea
 {{- fail "database.url and database.existingSecret are for database.mode=postgres; SQLite mode builds its URL from database.sqlite.mountPath and fileName" }}
 {{- end }}
 {{- else }}
+{{- if and $db.url $db.existingSecret }}
+{{- fail "set database.url or database.existingSecret, not both" }}
+{{- end }}
 {{- if not $db.existingSecret }}
 {{- $url := required "database.mode=postgres needs database.url (postgres://USER:PASSWORD@HOST:5432/DB) or database.existingSecret" $db.url }}
 {{- if not (regexMatch "^postgres(ql)?://" $url) }}
@@ -226,6 +229,11 @@ top of the Deployment, so a bad combination fails the whole render with one clea
 {{- end }}
 {{- if and (gt (int .Values.preStopSleepSeconds) 0) (semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version) }}
 {{- fail "preStopSleepSeconds needs Kubernetes 1.30 or later (the preStop sleep action)" }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if has .name (list "RUNWARDEN_LISTEN" "RUNWARDEN_DATABASE_URL" "RUNWARDEN_CONFIG" "RUNWARDEN_LOG_FORMAT" "RUST_LOG") }}
+{{- fail (printf "extraEnv: %s is set by the chart (containerPort, database.*, config, log.*)" .name) }}
+{{- end }}
 {{- end }}
 {{- with .Values.config.scoring }}
 {{- with .weights }}

@@ -308,7 +308,12 @@ func buildValues(chartDir string, valueFiles, sets, setStrings []string) (map[st
 			return nil, err
 		}
 	}
-	return coalesce(user, defaults), nil
+	values := coalesce(user, defaults)
+	// Helm gives every chart a "global" table, so a schema must allow it.
+	if _, ok := values["global"]; !ok {
+		values["global"] = map[string]interface{}{}
+	}
+	return values, nil
 }
 
 // mergeMaps is Helm's merge of -f files: b over a, maps merged key by key.
