@@ -1,14 +1,15 @@
 """Build step for runwarden-client: compiles the runwarden protos into the package.
 
 The stubs are generated, never committed. ``build_py`` (which runs for ``pip install .``,
-``pip install -e .`` and wheel builds) and ``sdist`` both call :func:`generate`, which runs
+``pip install -e .`` and wheel builds) and ``sdist`` call :func:`generate`, which runs
 ``grpc_tools.protoc`` with the repository's ``proto/`` directory (``../../proto`` from here, or
 ``$RUNWARDEN_PROTO_DIR``), this directory's ``proto/`` (private wire-compatible copies of
 google.rpc.Status and google.rpc.BadRequest) and grpc_tools' bundled well-known types on the
-include path. The output goes into the source tree (``runwarden/v1/`` and ``runwarden/_rpc/``)
-so that editable installs see it too; ``.gitignore`` keeps it out of git. Because the proto
-package is ``runwarden.v1`` and the import package is ``runwarden``, the generated
-``from runwarden.v1 import ...`` lines resolve inside this package without rewriting.
+include path, and writes ``runwarden/v1/*_pb2*.py[i]`` and ``runwarden/_rpc/status_pb2.py[i]``:
+into the build directory for a regular build, into the source tree for an editable install or an
+sdist (``.gitignore`` keeps them out of git). Because the proto package is ``runwarden.v1`` and
+the import package is ``runwarden``, the generated ``from runwarden.v1 import ...`` lines resolve
+inside this package without rewriting.
 
 Generated code checks at import time that the installed protobuf and grpcio are not older than
 the generator, so the runtime requirements are computed here from the generated files.
@@ -48,7 +49,13 @@ def _repo_proto_dir() -> Optional[Path]:
 
 
 def _wkt_include() -> str:
-    import grpc_tools
+    try:
+        import grpc_tools
+    except ImportError as exc:
+        raise ImportError(
+            "grpcio-tools is needed to build runwarden-client (a build requirement that pip "
+            "installs itself unless --no-build-isolation is given): {}".format(exc)
+        ) from exc
 
     return str(Path(grpc_tools.__file__).resolve().parent / "_proto")
 
@@ -74,18 +81,20 @@ def _compile_into(out_dir: Path, proto_dir: Path) -> None:
         _protoc(includes + ["--grpc_python_out=" + out] + services)
 
 
-def _has_generated_stubs() -> bool:
-    return (PACKAGE_DIR / "v1" / "report_service_pb2_grpc.py").is_file() and (
-        PACKAGE_DIR / "_rpc" / "status_pb2.py"
+def _has_generated_stubs(package_dir: Path = PACKAGE_DIR) -> bool:
+    return (package_dir / "v1" / "report_service_pb2_grpc.py").is_file() and (
+        package_dir / "_rpc" / "status_pb2.py"
     ).is_file()
 
 
-def generate() -> None:
-    """Regenerates the stubs in the source tree (kept when building from an sdist without protos)."""
+def generate(package_dir: Path = PACKAGE_DIR) -> None:
+    """(Re)generates the stubs into ``package_dir`` (the ``runwarden`` package directory of the
+    source tree or of the build directory). Without protos (building from an sdist) the stubs the
+    sdist carries are kept."""
     proto_dir = _repo_proto_dir()
     if proto_dir is None:
         if _has_generated_stubs():
-            return  # an sdist: the stubs were generated when it was made
+            return  # an sdist: the stubs were generated when it was made (and copied by build_py)
         raise RuntimeError(
             "runwarden protos not found at {} (set RUNWARDEN_PROTO_DIR)".format(
                 (HERE / ".." / ".." / "proto").resolve()
@@ -94,7 +103,7 @@ def generate() -> None:
     with tempfile.TemporaryDirectory(prefix="runwarden-protoc-") as tmp:
         _compile_into(Path(tmp), proto_dir)
         for sub in GENERATED:
-            target = PACKAGE_DIR / sub
+            target = package_dir / sub
             target.mkdir(parents=True, exist_ok=True)
             for pattern in GENERATED_PATTERNS:
                 for stale in target.glob(pattern):
@@ -141,8 +150,12 @@ def runtime_requirements() -> List[str]:
 
 class build_py(_build_py):
     def run(self) -> None:
-        generate()
+        editable = bool(getattr(self, "editable_mode", False))
+        if editable:
+            generate()  # the editable install imports from the source tree
         super().run()
+        if not editable:
+            generate(Path(self.build_lib) / "runwarden")
 
 
 class sdist(_sdist):

@@ -118,9 +118,9 @@ class SubmitResult:
 
 def field_violations(error: grpc.RpcError) -> List[FieldViolation]:
     """The google.rpc.BadRequest field violations carried by a gRPC error, if any."""
-    trailers: Any = ()
+    call: Any = error  # a grpc.Call too when raised by a call
     try:
-        trailers = error.trailing_metadata() or ()  # type: ignore[attr-defined]
+        trailers = call.trailing_metadata() or ()
     except Exception:  # noqa: BLE001 - an error without a call (e.g. a test double)
         return []
     violations: List[FieldViolation] = []
@@ -145,15 +145,18 @@ def field_violations(error: grpc.RpcError) -> List[FieldViolation]:
 
 
 def _error_code(error: grpc.RpcError) -> Optional[grpc.StatusCode]:
+    call: Any = error
     try:
-        return error.code()  # type: ignore[attr-defined,no-any-return]
+        code: grpc.StatusCode = call.code()
+        return code
     except Exception:  # noqa: BLE001
         return None
 
 
 def _error_details(error: grpc.RpcError) -> str:
+    call: Any = error
     try:
-        return str(error.details() or "")  # type: ignore[attr-defined]
+        return str(call.details() or "")
     except Exception:  # noqa: BLE001
         return str(error)
 
@@ -167,10 +170,11 @@ def _too_large(code: Optional[grpc.StatusCode], details: str) -> bool:
 _STOP = object()
 
 # Reconnect quickly after a refused connection, so that a retry a few hundred ms later really
-# reaches a server that has just come back (gRPC's default first backoff is 1 s).
+# reaches a server that has just come back (gRPC's default first backoff is 1 s, growing to 120 s).
+# grpc.min_reconnect_backoff_ms is deliberately left alone: gRPC also uses it as the minimum
+# connect timeout (20 s), and lowering it would fail slow (e.g. TLS over a WAN) handshakes.
 _CHANNEL_OPTIONS: Tuple[Tuple[str, Any], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
@@ -225,9 +229,7 @@ class Client:
         self._lock = threading.Lock()
         self._channel: Optional[grpc.Channel] = None
         self._stub: Optional[report_service_pb2_grpc.ReportServiceStub] = None
-        self._metadata: Tuple[Tuple[str, str], ...] = (
-            (("authorization", "Bearer " + token),) if token else ()
-        )
+        self._metadata: Tuple[Tuple[str, str], ...] = (("authorization", "Bearer " + token),) if token else ()
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=self.queue_size)
         self._pending = 0
         self._pending_cond = threading.Condition()
@@ -335,11 +337,12 @@ class Client:
         with self._lock:
             if self._stub is None:
                 self._channel = _open_channel(self.addr)
-                self._stub = report_service_pb2_grpc.ReportServiceStub(self._channel)
+                stub_class: Any = report_service_pb2_grpc.ReportServiceStub  # generated, untyped
+                self._stub = stub_class(self._channel)
             return self._stub
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.backoff_max, self.backoff_base * (2**attempt))
+        base = min(self.backoff_max, self.backoff_base * (2.0**attempt))
         return base / 2 + random.uniform(0, base / 2)
 
     def _send(
@@ -454,15 +457,13 @@ class Client:
                     "background queue full; report dropped",
                     execution_id=request.report.execution_id,
                     worker_name=request.report.worker_name,
-                )
+                ) from None
 
     def _ensure_thread(self) -> None:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
-            self._thread = threading.Thread(
-                target=self._sender_loop, name="runwarden-sender", daemon=True
-            )
+            self._thread = threading.Thread(target=self._sender_loop, name="runwarden-sender", daemon=True)
             self._thread.start()
             if not self._atexit_registered:
                 atexit.register(self._flush_at_exit)

@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 from types import TracebackType
-from typing import Any, Callable, Optional, Type, TypeVar, Union, cast, overload
+from typing import Any, Callable, Literal, Optional, Type, TypeVar, Union, cast, overload
 
 from ._api import get_client
 from ._client import Client, RunwardenError
@@ -79,7 +79,7 @@ class monitor:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool:
+    ) -> Literal[False]:
         wall = time.perf_counter() - self._t0
         cpu = time.process_time() - self._cpu0
         if self._token is not None:
