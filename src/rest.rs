@@ -22,7 +22,7 @@ use crate::{
     error::Error,
     proto::v1::{
         ExecutionReport, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest, GetWorkerStatsRequest,
-        ListExecutionsRequest, ListWorkersRequest, Outcome, StatsWindow, SubmitReportRequest,
+        ListExecutionsRequest, ListWorkersRequest, Outcome, StatsWindow, SubmitReportBatchRequest, SubmitReportRequest,
     },
 };
 
@@ -35,6 +35,7 @@ pub struct RestState {
 pub fn router(state: RestState) -> Router {
     Router::new()
         .route("/api/v1/orchestrator/reports", post(submit_report))
+        .route("/api/v1/orchestrator/reports:batch", post(submit_report_batch))
         .route("/api/v1/orchestrator/workers", get(list_workers))
         .route("/api/v1/orchestrator/workers/{worker_name}", get(get_worker))
         .route("/api/v1/orchestrator/workers/{worker_name}/executions", get(list_executions))
@@ -112,14 +113,29 @@ impl Params {
 
 /// The body is the report itself (as with grpc-gateway's `body: "report"`).
 async fn submit_report(State(state): State<RestState>, body: Result<Bytes, BytesRejection>) -> Result<Response, Error> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(format!("request body is larger than the limit: {e}")),
-        _ => Error::Malformed(format!("cannot read request body: {e}")),
-    })?;
+    let body = read_body(body)?;
     let report: ExecutionReport =
         serde_json::from_slice(&body).map_err(|e| Error::Malformed(format!("invalid report JSON: {e}")))?;
     let response = state.report.submit_report(SubmitReportRequest { report: Some(report) }).await?;
     Ok(ProtoJson(response).into_response())
+}
+
+/// The body is `{"reports": [...]}`, as with grpc-gateway's `body: "*"`.
+async fn submit_report_batch(
+    State(state): State<RestState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = read_body(body)?;
+    let request: SubmitReportBatchRequest =
+        serde_json::from_slice(&body).map_err(|e| Error::Malformed(format!("invalid batch JSON: {e}")))?;
+    Ok(ProtoJson(state.report.submit_report_batch(request).await?).into_response())
+}
+
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(format!("request body is larger than the limit: {e}")),
+        _ => Error::Malformed(format!("cannot read request body: {e}")),
+    })
 }
 
 async fn list_workers(

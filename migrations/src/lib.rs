@@ -6,7 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_initial;
 mod m20261128_000002_scores_and_learning;
-mod m20261128_000003_worker_hourly;
+mod m20261128_000003_worker_rollups;
 
 pub struct Migrator;
 
@@ -15,7 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_initial::Migration),
             Box::new(m20261128_000002_scores_and_learning::Migration),
-            Box::new(m20261128_000003_worker_hourly::Migration),
+            Box::new(m20261128_000003_worker_rollups::Migration),
         ]
     }
 }

@@ -8,7 +8,7 @@ use super::{Services, observe};
 use crate::{
     domain::{
         page_token::{ExecutionCursor, WorkerCursor},
-        rollup::HourlyRollup,
+        rollup::Rollup,
         validation::{check_worker_name_field, from_timestamp, to_timestamp},
     },
     error::Error,
@@ -43,7 +43,7 @@ fn page_limit(limit: i32, default: i32, max: i32) -> Result<u64, Error> {
     }
 }
 
-fn worker_to_proto(row: WorkerRow, last_24h: Option<&HourlyRollup>) -> Worker {
+fn worker_to_proto(row: WorkerRow, last_24h: Option<&Rollup>) -> Worker {
     let judged = last_24h.map_or(0, |r| r.runs - r.skipped);
     Worker {
         worker_name: row.worker_name,
@@ -54,7 +54,7 @@ fn worker_to_proto(row: WorkerRow, last_24h: Option<&HourlyRollup>) -> Worker {
         run_count: row.run_count,
         last_overall_score: row.last_overall_score,
         last_quality_level: row.last_quality_level,
-        success_rate_24h: last_24h.filter(|_| judged > 0).map(HourlyRollup::success_rate),
+        success_rate_24h: last_24h.filter(|_| judged > 0).map(Rollup::success_rate),
         runs_24h: last_24h.map_or(0, |r| r.runs),
     }
 }

@@ -7,8 +7,12 @@ use tonic::{Request, Response, Status};
 use super::{Services, observe};
 use crate::{
     domain::validation::validate_report,
+    domain::validation::{FieldViolation as DomainViolation, ValidReport},
     error::Error,
-    proto::v1::{Analysis, SubmitReportRequest, SubmitReportResponse, report_service_server::ReportService},
+    proto::v1::{
+        Analysis, ExecutionReport, FieldViolation, RejectedReport, SubmitReportBatchRequest, SubmitReportRequest,
+        SubmitReportResponse, SubmitReportsResponse, report_service_server::ReportService,
+    },
     store::{executions, ingest::Ack},
 };
 
@@ -57,6 +61,148 @@ async fn stored_analysis(services: &Services, execution_id: &str) -> Result<Anal
     row.analysis().map_err(Error::internal)
 }
 
+/// Most reports in one SubmitReportBatch.
+pub const MAX_BATCH_REPORTS: usize = 1000;
+/// Reports of a stream handed to the writer together.
+const STREAM_CHUNK: usize = 500;
+/// Chunks of one stream being committed while the next is read.
+const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
+
+impl ReportApi {
+    /// Validates each report on its own, stores the valid ones, and summarises.
+    pub async fn submit_report_batch(&self, request: SubmitReportBatchRequest) -> Result<SubmitReportsResponse, Error> {
+        observe("SubmitReportBatch", async {
+            if request.reports.len() > MAX_BATCH_REPORTS {
+                return Err(Error::invalid(
+                    "reports",
+                    format!("must hold at most {MAX_BATCH_REPORTS} reports, got {}", request.reports.len()),
+                ));
+            }
+            let mut summary = BatchSummary::default();
+            let chunk = self.validate_chunk(0, request.reports, &mut summary);
+            let results = self.services.ingest.submit_many(chunk.valid).await?;
+            summary.record(chunk.indices, results)?;
+            Ok(summary.finish())
+        })
+        .await
+    }
+
+    /// The client-streaming form: reads the stream in chunks and commits a chunk while reading
+    /// the next.
+    pub async fn submit_report_stream(
+        &self,
+        mut stream: impl futures::Stream<Item = Result<SubmitReportRequest, Status>> + Unpin,
+    ) -> Result<SubmitReportsResponse, Error> {
+        use futures::{StreamExt, stream::FuturesOrdered};
+        observe("SubmitReports", async {
+            let mut summary = BatchSummary::default();
+            let mut in_flight = FuturesOrdered::new();
+            let mut next_index = 0usize;
+            let mut pending = Vec::with_capacity(STREAM_CHUNK);
+            loop {
+                let message = stream.next().await;
+                let end = message.is_none();
+                if let Some(message) = message {
+                    let message =
+                        message.map_err(|status| Error::Malformed(format!("stream error: {}", status.message())))?;
+                    pending.push(message.report.unwrap_or_default());
+                }
+                if pending.len() == STREAM_CHUNK || (end && !pending.is_empty()) {
+                    let reports = std::mem::take(&mut pending);
+                    let first = next_index;
+                    next_index += reports.len();
+                    let chunk = self.validate_chunk(first, reports, &mut summary);
+                    let ingest = self.services.ingest.clone();
+                    in_flight.push_back(async move { (chunk.indices, ingest.submit_many(chunk.valid).await) });
+                    while in_flight.len() >= STREAM_CHUNKS_IN_FLIGHT || (end && !in_flight.is_empty()) {
+                        if let Some((indices, results)) = in_flight.next().await {
+                            summary.record(indices, results?)?;
+                        }
+                    }
+                }
+                if end {
+                    break;
+                }
+            }
+            while let Some((indices, results)) = in_flight.next().await {
+                summary.record(indices, results?)?;
+            }
+            Ok(summary.finish())
+        })
+        .await
+    }
+
+    fn validate_chunk(&self, first: usize, reports: Vec<ExecutionReport>, summary: &mut BatchSummary) -> ValidChunk {
+        let received_at = self.services.clock.now();
+        let mut chunk = ValidChunk::default();
+        for (offset, report) in reports.into_iter().enumerate() {
+            let index = first + offset;
+            let execution_id = report.execution_id.clone();
+            match validate_report(Some(report), received_at) {
+                Ok(valid) => {
+                    chunk.indices.push((index, valid.report.execution_id.clone()));
+                    chunk.valid.push((valid, received_at));
+                }
+                Err(violations) => summary.reject(index, execution_id, violations),
+            }
+        }
+        chunk
+    }
+}
+
+#[derive(Default)]
+struct ValidChunk {
+    /// Index in the stream and stored id of each valid report.
+    indices: Vec<(usize, String)>,
+    valid: Vec<(ValidReport, chrono::DateTime<chrono::Utc>)>,
+}
+
+/// Collects the outcome of every report of a batch or stream, by index.
+#[derive(Default)]
+struct BatchSummary {
+    response: SubmitReportsResponse,
+}
+
+impl BatchSummary {
+    fn set_id(&mut self, index: usize, id: String) {
+        let ids = &mut self.response.execution_ids;
+        if ids.len() <= index {
+            ids.resize(index + 1, String::new());
+        }
+        ids[index] = id;
+    }
+
+    fn reject(&mut self, index: usize, execution_id: String, violations: Vec<DomainViolation>) {
+        self.set_id(index, String::new());
+        self.response.rejected.push(RejectedReport {
+            index: index as i64,
+            execution_id,
+            violations: violations
+                .into_iter()
+                .map(|v| FieldViolation { field: v.field, description: v.description })
+                .collect(),
+        });
+    }
+
+    /// Records the writer's answers; a retriable failure fails the whole call (a retry is safe:
+    /// what was stored answers as duplicate).
+    fn record(&mut self, ids: Vec<(usize, String)>, results: Vec<Result<Ack, Error>>) -> Result<(), Error> {
+        for ((index, id), result) in ids.into_iter().zip(results) {
+            match result? {
+                Ack::Stored(_) => self.response.accepted += 1,
+                Ack::Duplicate => self.response.duplicates += 1,
+            }
+            self.set_id(index, id);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> SubmitReportsResponse {
+        self.response.rejected.sort_by_key(|r| r.index);
+        self.response
+    }
+}
+
 #[tonic::async_trait]
 impl ReportService for ReportApi {
     async fn submit_report(
@@ -64,5 +210,19 @@ impl ReportService for ReportApi {
         request: Request<SubmitReportRequest>,
     ) -> Result<Response<SubmitReportResponse>, Status> {
         Ok(Response::new(ReportApi::submit_report(self, request.into_inner()).await?))
+    }
+
+    async fn submit_reports(
+        &self,
+        request: Request<tonic::Streaming<SubmitReportRequest>>,
+    ) -> Result<Response<SubmitReportsResponse>, Status> {
+        Ok(Response::new(self.submit_report_stream(request.into_inner()).await?))
+    }
+
+    async fn submit_report_batch(
+        &self,
+        request: Request<SubmitReportBatchRequest>,
+    ) -> Result<Response<SubmitReportsResponse>, Status> {
+        Ok(Response::new(ReportApi::submit_report_batch(self, request.into_inner()).await?))
     }
 }

@@ -1,7 +1,7 @@
 //! The statistics RPCs of `QueryService`: GetWorkerStats and GetDataQualitySummary, read from
 //! hourly rollups; and the 24-hour health summary that ListWorkers shows for each worker.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use pbjson_types::Timestamp;
@@ -10,7 +10,7 @@ use super::query::QueryApi;
 use crate::{
     domain::{
         analysis::quality_level_to_proto,
-        rollup::{DAY_US, HOUR_US, HourlyRollup, hour_start, level_of, window_stats},
+        rollup::{DAY_US, HOUR_US, Rollup, cover, hour_start, level_of, window_stats},
         validation::{from_timestamp, to_timestamp},
     },
     error::Error,
@@ -18,7 +18,11 @@ use crate::{
         DataQualitySummary, GetDataQualitySummaryRequest, GetWorkerStatsRequest, QualityLevel, RollingAverage, Scores,
         StatsWindow, TrendBucket, TrendPoint, WorkerQuality, WorkerStats,
     },
-    store::{executions, from_micros, rollups, to_micros, workers},
+    store::{
+        executions, from_micros,
+        rollups::{self, GroupBy},
+        to_micros, workers,
+    },
 };
 
 /// The longest explicit window accepted.
@@ -105,14 +109,13 @@ impl QueryApi {
             let window = Window::resolve(request.window, request.since.as_ref(), request.until.as_ref(), self.now())?;
             let worker = self.worker_by_name("worker_name", &request.worker_name).await?;
             let db = self.reader();
-            let rows: Vec<(i64, HourlyRollup)> = rollups::window(db, Some(worker.id), window.since_us, window.until_us)
-                .await?
-                .into_iter()
-                .map(|((_, hour), r)| (hour, r))
-                .collect();
-            let recent = executions::recent_runs(db, worker.id, 100).await?;
             let hourly = window.until_us - window.since_us <= HOURLY_TREND_MAX_US;
-            let stats = window_stats(&rows, if hourly { HOUR_US } else { DAY_US });
+            let bucket = if hourly { HOUR_US } else { DAY_US };
+            let cover = cover(window.since_us, window.until_us, hourly);
+            let rows = rollups::aggregate(db, Some(worker.id), &cover, GroupBy::Bucket(bucket)).await?;
+            let sketch = rollups::durations(db, worker.id, &cover).await?;
+            let recent = executions::recent_runs(db, worker.id, 100).await?;
+            let stats = window_stats(&rows, bucket, sketch);
             let t = &stats.total;
             let per_run = |sum: i64| if t.runs > 0 { sum as f64 / t.runs as f64 } else { 0.0 };
             let last_10 = rolling(&recent, 10);
@@ -172,12 +175,10 @@ impl QueryApi {
         super::observe("GetDataQualitySummary", async {
             let window = Window::resolve(request.window, request.since.as_ref(), request.until.as_ref(), self.now())?;
             let db = self.reader();
-            let mut per_worker: BTreeMap<i64, HourlyRollup> = BTreeMap::new();
-            for ((worker_id, _), rollup) in rollups::window(db, None, window.since_us, window.until_us).await? {
-                per_worker.entry(worker_id).or_default().merge(&rollup);
-            }
+            let per_worker =
+                rollups::aggregate(db, None, &cover(window.since_us, window.until_us, false), GroupBy::Worker).await?;
             let names = workers::names(db).await?;
-            let mut total = HourlyRollup::default();
+            let mut total = Rollup::default();
             let mut workers: Vec<WorkerQuality> = per_worker
                 .iter()
                 .map(|(id, r)| {
@@ -217,16 +218,18 @@ impl QueryApi {
     }
 
     /// `(runs, success rate)` of each of `worker_ids` over the last 24 hours.
-    pub(crate) async fn health_24h(&self, worker_ids: &[i64]) -> Result<HashMap<i64, HourlyRollup>, Error> {
+    pub(crate) async fn health_24h(&self, worker_ids: &[i64]) -> Result<HashMap<i64, Rollup>, Error> {
         let window = Window::last_hours(self.now(), 24);
-        let mut out: HashMap<i64, HourlyRollup> = HashMap::new();
+        let worker = match worker_ids {
+            [one] => Some(*one),
+            _ => None,
+        };
         let wanted: std::collections::HashSet<i64> = worker_ids.iter().copied().collect();
-        for ((worker_id, _), rollup) in rollups::window(self.reader(), None, window.since_us, window.until_us).await? {
-            if wanted.contains(&worker_id) {
-                out.entry(worker_id).or_default().merge(&rollup);
-            }
-        }
-        Ok(out)
+        Ok(rollups::aggregate(self.reader(), worker, &cover(window.since_us, window.until_us, false), GroupBy::Worker)
+            .await?
+            .into_iter()
+            .filter(|(id, _)| wanted.contains(id))
+            .collect())
     }
 }
 

@@ -1,6 +1,7 @@
-//! Hourly rollups and the statistics read from them. Every execution is folded into the rollup
-//! of its worker and UTC hour (of `started_at`); statistics over any window merge those rows, so
-//! their cost grows with the window's hours, never with the number of raw executions.
+//! Rollups and the statistics read from them. Every execution is folded into two rollups of its
+//! worker: its UTC hour and its UTC day (of `started_at`). A window is covered by day rows for its
+//! whole days and hour rows for the rest ([`cover`]), so the cost of a statistic grows with the
+//! window's length in days and hours, never with the number of raw executions.
 //!
 //! Floating sums depend on the order of additions, so incremental updates and a rebuild fold
 //! executions in the same order (storage order) and produce identical rows.
@@ -16,6 +17,67 @@ pub const DAY_US: i64 = 24 * HOUR_US;
 /// Start of the UTC hour containing `us` (microseconds since the epoch).
 pub fn hour_start(us: i64) -> i64 {
     us.div_euclid(HOUR_US) * HOUR_US
+}
+
+/// The length of a rollup row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Period {
+    Hour,
+    Day,
+}
+
+impl Period {
+    pub const ALL: [Period; 2] = [Period::Hour, Period::Day];
+
+    pub fn len_us(self) -> i64 {
+        match self {
+            Period::Hour => HOUR_US,
+            Period::Day => DAY_US,
+        }
+    }
+
+    /// Start of the period containing `us`.
+    pub fn start(self, us: i64) -> i64 {
+        us.div_euclid(self.len_us()) * self.len_us()
+    }
+
+    /// The stored form.
+    pub fn code(self) -> i16 {
+        match self {
+            Period::Hour => 1,
+            Period::Day => 2,
+        }
+    }
+
+    pub fn from_code(code: i16) -> Option<Period> {
+        match code {
+            1 => Some(Period::Hour),
+            2 => Some(Period::Day),
+            _ => None,
+        }
+    }
+}
+
+/// `(period, start_us, end_us)` ranges of rollup rows that together cover a window exactly once.
+pub type Cover = Vec<(Period, i64, i64)>;
+
+/// Covers the hour-aligned window `[since_us, until_us)` with day rows for its whole UTC days and
+/// hour rows for the partial days at either end; `hours_only` uses hour rows throughout (for
+/// hourly trends).
+pub fn cover(since_us: i64, until_us: i64, hours_only: bool) -> Cover {
+    let first_day = Period::Day.start(since_us + DAY_US - 1);
+    let last_day = Period::Day.start(until_us);
+    if hours_only || first_day >= last_day {
+        return vec![(Period::Hour, since_us, until_us)];
+    }
+    let mut ranges = vec![(Period::Day, first_day, last_day)];
+    if since_us < first_day {
+        ranges.push((Period::Hour, since_us, first_day));
+    }
+    if last_day < until_us {
+        ranges.push((Period::Hour, last_day, until_us));
+    }
+    ranges
 }
 
 /// How a run ended, as rollups count it.
@@ -82,7 +144,7 @@ impl ExecutionFacts {
 
 /// One worker's runs in one UTC hour.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct HourlyRollup {
+pub struct Rollup {
     pub runs: i64,
     pub successful: i64,
     pub partial: i64,
@@ -110,7 +172,7 @@ pub struct HourlyRollup {
     pub durations: DurationSketch,
 }
 
-impl HourlyRollup {
+impl Rollup {
     pub fn observe(&mut self, f: &ExecutionFacts) {
         self.runs += 1;
         match f.outcome {
@@ -142,7 +204,7 @@ impl HourlyRollup {
         self.durations.add(f.duration_ms as f64);
     }
 
-    pub fn merge(&mut self, o: &HourlyRollup) {
+    pub fn merge(&mut self, o: &Rollup) {
         self.runs += o.runs;
         self.successful += o.successful;
         self.partial += o.partial;
@@ -198,7 +260,7 @@ impl HourlyRollup {
 /// Figures over a window, from the window's hourly rollups.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowStats {
-    pub total: HourlyRollup,
+    pub total: Rollup,
     pub avg_reliability: f64,
     pub avg_performance: f64,
     pub avg_data_quality: f64,
@@ -207,14 +269,15 @@ pub struct WindowStats {
     pub p50_duration_ms: f64,
     pub p95_duration_ms: f64,
     /// (bucket start, merged rollup), oldest first.
-    pub trend: Vec<(i64, HourlyRollup)>,
+    pub trend: Vec<(i64, Rollup)>,
 }
 
-/// Merges `(hour_start_us, rollup)` rows into totals and a trend series with buckets of
-/// `bucket_us` (an hour or a day).
-pub fn window_stats(rows: &[(i64, HourlyRollup)], bucket_us: i64) -> WindowStats {
-    let mut total = HourlyRollup::default();
-    let mut buckets: BTreeMap<i64, HourlyRollup> = BTreeMap::new();
+/// Merges `(start_us, rollup)` rows (hours, or buckets already grouped) into totals and a trend
+/// series with buckets of `bucket_us` (an hour or a day); `durations` is the window's merged
+/// duration sketch when the rows carry none.
+pub fn window_stats(rows: &[(i64, Rollup)], bucket_us: i64, durations: DurationSketch) -> WindowStats {
+    let mut total = Rollup { durations, ..Rollup::default() };
+    let mut buckets: BTreeMap<i64, Rollup> = BTreeMap::new();
     for (hour, rollup) in rows {
         total.merge(rollup);
         buckets.entry(hour.div_euclid(bucket_us) * bucket_us).or_default().merge(rollup);
@@ -263,6 +326,28 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Every hour of the window is covered exactly once, whichever rows are used.
+        #[test]
+        fn cover_counts_every_hour_once(start in -1000i64..1000, hours in 1i64..2000, hours_only in any::<bool>()) {
+            let since = start * HOUR_US;
+            let until = since + hours * HOUR_US;
+            let mut covered = std::collections::BTreeMap::new();
+            for (period, from, to) in cover(since, until, hours_only) {
+                prop_assert_eq!(from % period.len_us(), 0);
+                let mut t = from;
+                while t < to {
+                    for h in 0..period.len_us() / HOUR_US {
+                        *covered.entry(t + h * HOUR_US).or_insert(0) += 1;
+                    }
+                    t += period.len_us();
+                }
+            }
+            let expected: std::collections::BTreeMap<i64, i32> = (0..hours).map(|h| (since + h * HOUR_US, 1)).collect();
+            prop_assert_eq!(covered, expected);
+        }
+    }
+
     #[test]
     fn hour_start_floors_to_the_utc_hour() {
         assert_eq!(hour_start(HOUR_US + 5), HOUR_US);
@@ -271,7 +356,7 @@ mod tests {
 
     #[test]
     fn success_rate_ignores_skips() {
-        let mut r = HourlyRollup::default();
+        let mut r = Rollup::default();
         r.observe(&facts(RunOutcome::Success, 10, 100.0));
         r.observe(&facts(RunOutcome::Failed, 10, 20.0));
         r.observe(&facts(RunOutcome::Skipped, 1, 100.0));
@@ -284,15 +369,15 @@ mod tests {
         #[test]
         fn merge_matches_single_pass(runs in proptest::collection::vec((0usize..5, 0i64..100_000, 0.0f64..100.0, 0usize..4), 1..200)) {
             let outcomes = [RunOutcome::Success, RunOutcome::Partial, RunOutcome::Failed, RunOutcome::Timeout, RunOutcome::Skipped];
-            let mut parts = vec![HourlyRollup::default(); 4];
-            let mut all = HourlyRollup::default();
+            let mut parts = vec![Rollup::default(); 4];
+            let mut all = Rollup::default();
             for (o, d, s, part) in &runs {
                 let f = facts(outcomes[*o], *d, *s);
                 parts[*part].observe(&f);
                 all.observe(&f);
             }
-            let rows: Vec<(i64, HourlyRollup)> = parts.into_iter().enumerate().map(|(i, r)| (i as i64 * HOUR_US, r)).collect();
-            let stats = window_stats(&rows, DAY_US);
+            let rows: Vec<(i64, Rollup)> = parts.into_iter().enumerate().map(|(i, r)| (i as i64 * HOUR_US, r)).collect();
+            let stats = window_stats(&rows, DAY_US, DurationSketch::default());
             prop_assert_eq!(stats.total.runs, all.runs);
             prop_assert_eq!(stats.total.successful, all.successful);
             prop_assert_eq!(stats.total.duration_sum_ms, all.duration_sum_ms);

@@ -45,6 +45,13 @@ impl DurationSketch {
         }
     }
 
+    /// Adds an encoded sketch into this one without building it first.
+    pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<(), &'static str> {
+        let other = DurationSketch::decode(bytes)?;
+        self.merge(&other);
+        Ok(())
+    }
+
     pub fn count(&self) -> u64 {
         self.buckets.values().fold(self.zero, |sum, c| sum.saturating_add(*c))
     }

@@ -28,10 +28,7 @@ use super::{
 };
 use crate::{
     domain::{
-        analysis::analyze,
-        learning::WorkerRunningState,
-        rollup::{ExecutionFacts, hour_start},
-        scoring::ScoringConfig,
+        analysis::analyze, learning::WorkerRunningState, rollup::ExecutionFacts, scoring::ScoringConfig,
         validation::ValidReport,
     },
     error::Error,
@@ -111,6 +108,41 @@ impl Ingest {
         done.await.unwrap_or_else(|_| Err(Error::Unavailable("report was not stored; retry".into())))
     }
 
+    /// Queues all of `reports` at once (or none: a batch that does not fit in the queue is
+    /// refused whole) and waits until they are committed. One result per report, in order.
+    pub async fn submit_many(
+        &self,
+        reports: Vec<(ValidReport, DateTime<Utc>)>,
+    ) -> Result<Vec<Result<Ack, Error>>, Error> {
+        if reports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let permits = self.tx.try_reserve_many(reports.len()).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => {
+                metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full")
+                    .increment(reports.len() as u64);
+                Error::ResourceExhausted(format!(
+                    "ingest queue cannot take {} more reports (capacity {}); retry with backoff",
+                    reports.len(),
+                    self.capacity
+                ))
+            }
+            mpsc::error::TrySendError::Closed(()) => Error::Unavailable("server is shutting down; retry".into()),
+        })?;
+        let mut waiting = Vec::with_capacity(reports.len());
+        for (permit, (report, received_at)) in permits.zip(reports) {
+            let (ack, done) = oneshot::channel();
+            permit.send(Job { report, received_at, ack });
+            waiting.push(done);
+        }
+        metrics::gauge!("runwarden_ingest_queue_depth").set(self.depth() as f64);
+        let mut results = Vec::with_capacity(waiting.len());
+        for done in waiting {
+            results.push(done.await.unwrap_or_else(|_| Err(Error::Unavailable("report was not stored; retry".into()))));
+        }
+        Ok(results)
+    }
+
     /// Reports waiting for the writer.
     pub fn depth(&self) -> usize {
         self.capacity - self.tx.capacity()
@@ -187,7 +219,9 @@ async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>) {
 }
 
 /// Stores the new reports of `jobs` in one transaction; returns one [`Ack`] per job, in order.
-async fn write_batch(
+/// This is the writer's own commit; bulk loaders (the benchmark, `runwarden demo`) call it
+/// directly so that what they store is exactly what ingest would have stored.
+pub async fn write_batch(
     store: &Store,
     scoring: &ScoringConfig,
     jobs: &[(ValidReport, DateTime<Utc>)],
@@ -273,7 +307,8 @@ async fn write_batch(
     }
 
     // Rollups fold the runs in storage order, as a rebuild does, so both give identical rows.
-    let mut keys: Vec<_> = facts.iter().map(|(worker_id, f)| (*worker_id, hour_start(f.started_at_us))).collect();
+    let mut keys: Vec<_> =
+        facts.iter().flat_map(|(worker_id, f)| PendingRollups::keys_of(*worker_id, f.started_at_us)).collect();
     keys.sort_unstable();
     keys.dedup();
     let mut rollups = PendingRollups::load(&txn, &keys).await?;

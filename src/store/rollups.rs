@@ -1,38 +1,40 @@
-//! Queries on `worker_hourly`: load and save the rollups the ingest transaction folds executions
-//! into, read a window of them, and rebuild them all from raw executions.
+//! Queries on `worker_rollups`: load and save the rollups the ingest transaction folds executions
+//! into (an hour row and a day row per execution), aggregate a window of them inside the
+//! database, and rebuild them all from raw executions.
 
 use std::collections::{BTreeMap, HashMap};
 
 use prost::Message;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, Statement,
 };
 
 use super::{
     Store,
-    entities::{executions, worker_hourly},
+    entities::{executions, worker_rollups},
 };
 use crate::{
     domain::{
-        rollup::{ExecutionFacts, HourlyRollup, hour_start},
+        rollup::{Cover, ExecutionFacts, Period, Rollup},
         sketch::DurationSketch,
     },
     proto::v1::{Analysis, ExecutionReport},
 };
 
-/// (worker id, hour start in µs).
-pub type RollupKey = (i64, i64);
+/// (worker id, period, period start in µs).
+pub type RollupKey = (i64, Period, i64);
 
 const INSERT_CHUNK: usize = 100;
 
-fn to_domain(m: worker_hourly::Model) -> Result<(RollupKey, HourlyRollup), DbErr> {
-    let durations = DurationSketch::decode(&m.durations).map_err(|e| {
-        DbErr::Custom(format!("corrupt duration sketch for worker {} hour {}: {e}", m.worker_id, m.hour_start_us))
-    })?;
+fn to_domain(m: worker_rollups::Model) -> Result<(RollupKey, Rollup), DbErr> {
+    let corrupt =
+        |what: &str| DbErr::Custom(format!("corrupt rollup of worker {} at {}: {what}", m.worker_id, m.start_us));
+    let durations = DurationSketch::decode(&m.durations).map_err(corrupt)?;
+    let period = Period::from_code(m.period).ok_or_else(|| corrupt("unknown period"))?;
     Ok((
-        (m.worker_id, m.hour_start_us),
-        HourlyRollup {
+        (m.worker_id, period, m.start_us),
+        Rollup {
             runs: m.runs,
             successful: m.successful,
             partial: m.partial,
@@ -61,10 +63,11 @@ fn to_domain(m: worker_hourly::Model) -> Result<(RollupKey, HourlyRollup), DbErr
     ))
 }
 
-fn to_model((worker_id, hour_start_us): RollupKey, r: &HourlyRollup) -> worker_hourly::Model {
-    worker_hourly::Model {
+fn to_model((worker_id, period, start_us): RollupKey, r: &Rollup) -> worker_rollups::Model {
+    worker_rollups::Model {
         worker_id,
-        hour_start_us,
+        period: period.code(),
+        start_us,
         runs: r.runs,
         successful: r.successful,
         partial: r.partial,
@@ -96,7 +99,7 @@ fn to_model((worker_id, hour_start_us): RollupKey, r: &HourlyRollup) -> worker_h
 /// folded in memory, then written back.
 #[derive(Default)]
 pub struct PendingRollups {
-    rows: HashMap<RollupKey, (HourlyRollup, bool)>,
+    rows: HashMap<RollupKey, (Rollup, bool)>,
 }
 
 impl PendingRollups {
@@ -105,14 +108,15 @@ impl PendingRollups {
         let mut rows = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(200) {
             let mut any = Condition::any();
-            for &(worker_id, hour) in chunk {
+            for &(worker_id, period, start) in chunk {
                 any = any.add(
                     Condition::all()
-                        .add(worker_hourly::Column::WorkerId.eq(worker_id))
-                        .add(worker_hourly::Column::HourStartUs.eq(hour)),
+                        .add(worker_rollups::Column::WorkerId.eq(worker_id))
+                        .add(worker_rollups::Column::Period.eq(period.code()))
+                        .add(worker_rollups::Column::StartUs.eq(start)),
                 );
             }
-            for model in worker_hourly::Entity::find().filter(any).all(db).await? {
+            for model in worker_rollups::Entity::find().filter(any).all(db).await? {
                 let (key, rollup) = to_domain(model)?;
                 rows.insert(key, (rollup, true));
             }
@@ -120,9 +124,17 @@ impl PendingRollups {
         Ok(PendingRollups { rows })
     }
 
+    /// Folds one execution into its hour and its day.
     pub fn observe(&mut self, worker_id: i64, facts: &ExecutionFacts) {
-        let key = (worker_id, hour_start(facts.started_at_us));
-        self.rows.entry(key).or_insert_with(|| (HourlyRollup::default(), false)).0.observe(facts);
+        for period in Period::ALL {
+            let key = (worker_id, period, period.start(facts.started_at_us));
+            self.rows.entry(key).or_insert_with(|| (Rollup::default(), false)).0.observe(facts);
+        }
+    }
+
+    /// The rollup rows an execution of `worker_id` starting at `started_at_us` folds into.
+    pub fn keys_of(worker_id: i64, started_at_us: i64) -> impl Iterator<Item = RollupKey> {
+        Period::ALL.into_iter().map(move |p| (worker_id, p, p.start(started_at_us)))
     }
 
     pub async fn save(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
@@ -138,31 +150,15 @@ impl PendingRollups {
         let mut pending = inserts.into_iter().peekable();
         while pending.peek().is_some() {
             let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
-            worker_hourly::Entity::insert_many(chunk).exec_without_returning(db).await?;
+            worker_rollups::Entity::insert_many(chunk).exec_without_returning(db).await?;
         }
         Ok(())
     }
 }
 
-/// Rollup rows in `[since_us, until_us)`, for one worker or all, oldest first.
-pub async fn window(
-    db: &impl ConnectionTrait,
-    worker_id: Option<i64>,
-    since_us: i64,
-    until_us: i64,
-) -> Result<Vec<(RollupKey, HourlyRollup)>, DbErr> {
-    let mut query = worker_hourly::Entity::find()
-        .filter(worker_hourly::Column::HourStartUs.gte(since_us))
-        .filter(worker_hourly::Column::HourStartUs.lt(until_us));
-    if let Some(worker_id) = worker_id {
-        query = query.filter(worker_hourly::Column::WorkerId.eq(worker_id));
-    }
-    query.order_by_asc(worker_hourly::Column::HourStartUs).all(db).await?.into_iter().map(to_domain).collect()
-}
-
 /// Every rollup row, keyed, for comparisons (tests, `rollup verify`).
-pub async fn all(db: &impl ConnectionTrait) -> Result<BTreeMap<RollupKey, HourlyRollup>, DbErr> {
-    worker_hourly::Entity::find().all(db).await?.into_iter().map(to_domain).collect()
+pub async fn all(db: &impl ConnectionTrait) -> Result<BTreeMap<RollupKey, Rollup>, DbErr> {
+    worker_rollups::Entity::find().all(db).await?.into_iter().map(to_domain).collect()
 }
 
 /// The facts of a stored execution row.
@@ -177,8 +173,8 @@ pub fn facts_of(row: &executions::Model) -> Result<ExecutionFacts, DbErr> {
 /// Returns the number of executions read.
 pub async fn rebuild(store: &Store) -> Result<u64, DbErr> {
     let txn = store.begin_write().await?;
-    worker_hourly::Entity::delete_many().exec(&txn).await?;
-    let mut rollups: BTreeMap<RollupKey, HourlyRollup> = BTreeMap::new();
+    worker_rollups::Entity::delete_many().exec(&txn).await?;
+    let mut rollups: BTreeMap<RollupKey, Rollup> = BTreeMap::new();
     let mut last_id = i64::MIN;
     let mut read = 0u64;
     loop {
@@ -192,7 +188,9 @@ pub async fn rebuild(store: &Store) -> Result<u64, DbErr> {
         last_id = last.id;
         for row in &rows {
             let facts = facts_of(row)?;
-            rollups.entry((row.worker_id, hour_start(facts.started_at_us))).or_default().observe(&facts);
+            for key in PendingRollups::keys_of(row.worker_id, facts.started_at_us) {
+                rollups.entry(key).or_default().observe(&facts);
+            }
         }
         read += rows.len() as u64;
     }
@@ -200,8 +198,121 @@ pub async fn rebuild(store: &Store) -> Result<u64, DbErr> {
     let mut pending = models.into_iter().peekable();
     while pending.peek().is_some() {
         let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
-        worker_hourly::Entity::insert_many(chunk).exec_without_returning(&txn).await?;
+        worker_rollups::Entity::insert_many(chunk).exec_without_returning(&txn).await?;
     }
     txn.commit().await?;
     Ok(read)
+}
+
+/// How [`aggregate`] groups rollup rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Worker,
+    /// Buckets of this many microseconds (an hour or a day), keyed by their start.
+    Bucket(i64),
+}
+
+/// Sums rollup rows in `[since_us, until_us)` inside the database, grouped as asked: the rows are
+/// never materialized, so a 90-day window costs one indexed aggregate. The duration sketches are
+/// not merged here (see [`durations`]).
+pub async fn aggregate(
+    db: &impl ConnectionTrait,
+    worker_id: Option<i64>,
+    cover: &Cover,
+    group: GroupBy,
+) -> Result<Vec<(i64, Rollup)>, DbErr> {
+    // Only integers are interpolated into the statement.
+    let key = match group {
+        GroupBy::Worker => "worker_id".to_owned(),
+        GroupBy::Bucket(size) => format!("(start_us / {size}) * {size}"),
+    };
+    let worker_filter = worker_id.map(|id| format!(" AND worker_id = {id}")).unwrap_or_default();
+    let ranges = cover_condition(cover);
+    let sql = format!(
+        "SELECT {key} AS k, \
+         CAST(SUM(runs) AS BIGINT), CAST(SUM(successful) AS BIGINT), CAST(SUM(partial) AS BIGINT), \
+         CAST(SUM(failed) AS BIGINT), CAST(SUM(timed_out) AS BIGINT), CAST(SUM(skipped) AS BIGINT), \
+         CAST(SUM(duration_sum_ms) AS BIGINT), MAX(duration_max_ms), \
+         CAST(SUM(records_fetched) AS BIGINT), CAST(SUM(records_processed) AS BIGINT), \
+         CAST(SUM(records_failed) AS BIGINT), CAST(SUM(validation_passed) AS BIGINT), \
+         CAST(SUM(validation_failed) AS BIGINT), CAST(SUM(rate_limited_runs) AS BIGINT), \
+         CAST(SUM(missing_fields) AS BIGINT), \
+         SUM(duration_sumsq), SUM(reliability_sum), SUM(performance_sum), SUM(data_quality_sum), \
+         SUM(resource_efficiency_sum), SUM(overall_sum), SUM(overall_sumsq), MAX(newest_record_age_max) \
+         FROM worker_rollups WHERE ({ranges}){worker_filter} \
+         GROUP BY k ORDER BY k"
+    );
+    let rows = db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await?;
+    rows.iter()
+        .map(|row| {
+            let int = |i: usize| row.try_get_by_index::<i64>(i);
+            let float = |i: usize| row.try_get_by_index::<f64>(i);
+            Ok((
+                int(0)?,
+                Rollup {
+                    runs: int(1)?,
+                    successful: int(2)?,
+                    partial: int(3)?,
+                    failed: int(4)?,
+                    timed_out: int(5)?,
+                    skipped: int(6)?,
+                    duration_sum_ms: int(7)?,
+                    duration_max_ms: int(8)?,
+                    records_fetched: int(9)?,
+                    records_processed: int(10)?,
+                    records_failed: int(11)?,
+                    validation_passed: int(12)?,
+                    validation_failed: int(13)?,
+                    rate_limited_runs: int(14)?,
+                    missing_fields: int(15)?,
+                    duration_sumsq: float(16)?,
+                    reliability_sum: float(17)?,
+                    performance_sum: float(18)?,
+                    data_quality_sum: float(19)?,
+                    resource_efficiency_sum: float(20)?,
+                    overall_sum: float(21)?,
+                    overall_sumsq: float(22)?,
+                    newest_record_age_max: row.try_get_by_index::<Option<f64>>(23)?,
+                    durations: DurationSketch::default(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// `(period = p AND start_us >= a AND start_us < b) OR ...` for a cover (integers only).
+fn cover_condition(cover: &Cover) -> String {
+    let ranges: Vec<String> = cover
+        .iter()
+        .map(|(period, from, to)| format!("(period = {} AND start_us >= {from} AND start_us < {to})", period.code()))
+        .collect();
+    if ranges.is_empty() { "1 = 0".to_owned() } else { ranges.join(" OR ") }
+}
+
+/// The merged duration sketch of one worker over a cover.
+pub async fn durations(db: &impl ConnectionTrait, worker_id: i64, cover: &Cover) -> Result<DurationSketch, DbErr> {
+    let mut any = Condition::any();
+    for (period, from, to) in cover {
+        any = any.add(
+            Condition::all()
+                .add(worker_rollups::Column::Period.eq(period.code()))
+                .add(worker_rollups::Column::StartUs.gte(*from))
+                .add(worker_rollups::Column::StartUs.lt(*to)),
+        );
+    }
+    let blobs: Vec<Vec<u8>> = worker_rollups::Entity::find()
+        .select_only()
+        .column(worker_rollups::Column::Durations)
+        .filter(worker_rollups::Column::WorkerId.eq(worker_id))
+        .filter(any)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut merged = DurationSketch::default();
+    for blob in blobs {
+        merged
+            .merge_encoded(&blob)
+            .map_err(|e| DbErr::Custom(format!("corrupt duration sketch of worker {worker_id}: {e}")))?;
+    }
+    Ok(merged)
 }

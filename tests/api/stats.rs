@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use runwarden::{
-    domain::{rollup::HOUR_US, validation::to_timestamp},
+    domain::{
+        rollup::{HOUR_US, Period},
+        validation::to_timestamp,
+    },
     proto::v1::{
         DataVerification, ExecutionReport, GetDataQualitySummaryRequest, GetWorkerStatsRequest, ListWorkersRequest,
         Outcome, QualityLevel, StatsWindow, SubmitReportResponse, TrendBucket,
@@ -335,7 +338,10 @@ async fn rebuilt_rollups_equal_incremental_ones(backend: Backend) {
     let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("open");
     let incremental = rollups::all(store.reader()).await.expect("rollups");
     assert!(!incremental.is_empty());
-    assert_eq!(incremental.values().map(|r| r.runs).sum::<i64>(), 400);
+    for period in Period::ALL {
+        let runs: i64 = incremental.iter().filter(|((_, p, _), _)| *p == period).map(|(_, r)| r.runs).sum();
+        assert_eq!(runs, 400, "{period:?} rollups count every stored run once");
+    }
     let read = rollups::rebuild(&store).await.expect("rebuild");
     assert_eq!(read, 400);
     let rebuilt = rollups::all(store.reader()).await.expect("rollups");

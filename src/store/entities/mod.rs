@@ -2,5 +2,5 @@
 //! the Unix epoch (UTC).
 
 pub mod executions;
-pub mod worker_hourly;
+pub mod worker_rollups;
 pub mod workers;

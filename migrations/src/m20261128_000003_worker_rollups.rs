@@ -1,5 +1,5 @@
-//! Hourly rollups per worker (what statistics read instead of raw executions), and the last run's
-//! score on the worker row (for the workers list).
+//! Rollups per worker, by UTC hour and by UTC day (what statistics read instead of raw
+//! executions), and the last run's score on the worker row (for the workers list).
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -7,15 +7,17 @@ pub struct Migration;
 
 impl MigrationName for Migration {
     fn name(&self) -> &str {
-        "m20261128_000003_worker_hourly"
+        "m20261128_000003_worker_rollups"
     }
 }
 
 #[derive(DeriveIden, Clone, Copy)]
-enum WorkerHourly {
+enum WorkerRollups {
     Table,
     WorkerId,
-    HourStartUs,
+    /// 1 = hour, 2 = day.
+    Period,
+    StartUs,
     Runs,
     Successful,
     Partial,
@@ -53,16 +55,17 @@ enum Workers {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        use WorkerHourly as H;
+        use WorkerRollups as H;
         let mut table = Table::create();
         table
             .table(H::Table)
             .col(big_integer(H::WorkerId))
-            .col(big_integer(H::HourStartUs))
-            .primary_key(Index::create().col(H::WorkerId).col(H::HourStartUs))
+            .col(small_integer(H::Period))
+            .col(big_integer(H::StartUs))
+            .primary_key(Index::create().col(H::WorkerId).col(H::Period).col(H::StartUs))
             .foreign_key(
                 ForeignKey::create()
-                    .name("fk_worker_hourly_worker")
+                    .name("fk_worker_rollups_worker")
                     .from(H::Table, H::WorkerId)
                     .to(Workers::Table, Workers::Id)
                     .on_delete(ForeignKeyAction::Cascade),
@@ -100,7 +103,14 @@ impl MigrationTrait for Migration {
         table.col(double_null(H::NewestRecordAgeMax)).col(blob(H::Durations));
         manager.create_table(table.to_owned()).await?;
         manager
-            .create_index(Index::create().name("idx_worker_hourly_hour").table(H::Table).col(H::HourStartUs).to_owned())
+            .create_index(
+                Index::create()
+                    .name("idx_worker_rollups_period_start")
+                    .table(H::Table)
+                    .col(H::Period)
+                    .col(H::StartUs)
+                    .to_owned(),
+            )
             .await?;
         for mut column in [
             ColumnDef::new(Workers::LastOverallScore).double().not_null().default(0.0).to_owned(),
@@ -115,6 +125,6 @@ impl MigrationTrait for Migration {
         for column in [Workers::LastOverallScore, Workers::LastQualityLevel] {
             manager.alter_table(Table::alter().table(Workers::Table).drop_column(column).to_owned()).await?;
         }
-        manager.drop_table(Table::drop().table(WorkerHourly::Table).to_owned()).await
+        manager.drop_table(Table::drop().table(WorkerRollups::Table).to_owned()).await
     }
 }

@@ -1,14 +1,17 @@
-//! One worker's runs in one UTC hour: counts, sums and a duration sketch.
+//! One worker's runs in one UTC hour or day: counts, sums and a duration sketch.
 
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-#[sea_orm(table_name = "worker_hourly")]
+#[sea_orm(table_name = "worker_rollups")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub worker_id: i64,
+    /// 1 = hour, 2 = day.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub hour_start_us: i64,
+    pub period: i16,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub start_us: i64,
     pub runs: i64,
     pub successful: i64,
     pub partial: i64,

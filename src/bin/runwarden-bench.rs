@@ -1,0 +1,336 @@
+//! `runwarden-bench`: measurements that live in the repository, reported as figures and as
+//! ratios against a baseline measured in the same run.
+//!
+//! `runwarden-bench stats --rows 1000000 [--database URL]` loads a synthetic history (50 workers,
+//! 90 days) through the ingest writer's own commit path, then times the read RPCs over gRPC
+//! (p50/p99 of 200 calls each) next to the same figures computed by scanning raw executions.
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use clap::{Parser, Subcommand};
+use runwarden::{
+    App, Config,
+    domain::{scoring::ScoringConfig, validation::validate_report},
+    proto::v1::{
+        DataVerification, ExecutionReport, GetDataQualitySummaryRequest, GetWorkerStatsRequest, ListExecutionsRequest,
+        ListWorkersRequest, Outcome, ResourceMetrics, StatsWindow, query_service_client::QueryServiceClient,
+    },
+    store::{Store, StoreOptions, ingest::write_batch, to_micros},
+};
+use sea_orm::{ConnectionTrait, Statement};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(name = "runwarden-bench", about = "runwarden's benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Query latency at a given number of stored executions, against raw scans.
+    Stats {
+        /// Executions to load.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 50)]
+        workers: u64,
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+        /// Calls per measured query.
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+        /// Database URL (default: a fresh SQLite file in a temp dir). A PostgreSQL URL must name
+        /// an empty database.
+        #[arg(long)]
+        database: Option<String>,
+        /// Reuse an already loaded database instead of loading.
+        #[arg(long)]
+        no_load: bool,
+    },
+}
+
+/// splitmix64: a deterministic, dependency-free generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One synthetic run of `worker` that started `ago_s` seconds ago.
+fn synthetic_report(rng: &mut Rng, worker: u64, ago_s: i64) -> ExecutionReport {
+    let now = Utc::now();
+    let base_ms = 500.0 + 400.0 * worker as f64;
+    // Roughly log-normal: the base scaled by e^(N(0, 0.4)) from a sum of uniforms.
+    let noise: f64 = (0..4).map(|_| rng.unit() - 0.5).sum::<f64>() * 0.7;
+    let duration = (base_ms * noise.exp()) as i64;
+    let outcome = match rng.below(100) {
+        0..=89 => Outcome::Success,
+        90..=94 => Outcome::Partial,
+        95..=97 => Outcome::Failed,
+        98 => Outcome::Timeout,
+        _ => Outcome::Skipped,
+    };
+    let processed = rng.below(1000) as i64;
+    ExecutionReport {
+        worker_name: format!("bench_worker_{worker:02}"),
+        worker_type: ["analytics", "intel", "sse"][(worker % 3) as usize].into(),
+        started_at: Some(runwarden::domain::validation::to_timestamp(now - TimeDelta::seconds(ago_s))),
+        duration_ms: Some(duration),
+        outcome: outcome as i32,
+        data_verification: Some(DataVerification {
+            records_fetched: processed + rng.below(20) as i64,
+            records_processed: processed,
+            records_stored: processed,
+            records_failed: rng.below(5) as i64,
+            validation_checks_passed: 5,
+            validation_checks_failed: i64::from(rng.below(20) == 0),
+            api_calls_made: 4,
+            api_calls_succeeded: 4,
+            api_rate_limited: rng.below(50) == 0,
+            newest_record_age_seconds: Some(rng.unit() * 3600.0),
+            ..Default::default()
+        }),
+        resource_metrics: Some(ResourceMetrics {
+            memory_peak_mb: Some(100.0 + rng.unit() * 300.0),
+            cpu_percent_avg: Some(rng.unit() * 90.0),
+            database_query_count: rng.below(150) as i64,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Loads `rows` runs spread evenly over `days` for `workers` workers, oldest first, through the
+/// writer's commit in batches of 1,000. Returns the load rate (reports/s).
+async fn load(store: &Store, rows: u64, workers: u64, days: i64) -> f64 {
+    let mut rng = Rng(42);
+    let span_s = days * 86_400 - 120;
+    let scoring = ScoringConfig::default();
+    let started = Instant::now();
+    let mut loaded = 0u64;
+    let mut batch = Vec::with_capacity(1000);
+    while loaded < rows {
+        let n = (rows - loaded).min(1000);
+        batch.clear();
+        for i in 0..n {
+            let index = loaded + i;
+            let ago = span_s - (index as i128 * span_s as i128 / rows as i128) as i64;
+            let report = synthetic_report(&mut rng, index % workers, ago.max(60));
+            let now = Utc::now();
+            match validate_report(Some(report), now) {
+                Ok(valid) => batch.push((valid, now)),
+                Err(v) => panic!("synthetic report is invalid: {v:?}"),
+            }
+        }
+        if let Err(e) = write_batch(store, &scoring, &batch).await {
+            panic!("load failed: {e}");
+        }
+        loaded += n;
+        if loaded.is_multiple_of(200_000) {
+            eprintln!("  loaded {loaded}/{rows} ({:.0}/s)", loaded as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn measure<F, Fut, T, E>(calls: usize, mut call: F) -> Latency
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Debug,
+{
+    // One warm-up call, then the measured ones.
+    if let Err(e) = call().await {
+        panic!("benchmark call failed: {e:?}");
+    }
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        if let Err(e) = call().await {
+            panic!("benchmark call failed: {e:?}");
+        }
+        samples.push(started.elapsed());
+    }
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Latency { p50: at(0.5), p99: at(0.99) }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+async fn stats_bench(rows: u64, workers: u64, days: i64, calls: usize, database: Option<String>, no_load: bool) {
+    let dir = tempfile_dir();
+    let url = database.unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", dir.display()));
+    let store = Store::connect(&url, &StoreOptions::default()).await.expect("open database");
+    store.migrate().await.expect("migrate");
+    if !no_load {
+        eprintln!(
+            "loading {rows} executions ({workers} workers, {days} days) into {}",
+            runwarden::server::redact(&url)
+        );
+        let rate = load(&store, rows, workers, days).await;
+        println!("load: {rows} executions at {rate:.0} reports/s through the writer's commit");
+    }
+    let raw = store.reader().clone();
+
+    let app = App::build(Config::new("127.0.0.1:0".parse().expect("addr"), url.clone())).await.expect("server");
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    let client = QueryServiceClient::new(channel);
+    let worker = "bench_worker_07".to_string();
+
+    let stats = |window: StatsWindow| {
+        let mut c = client.clone();
+        let worker = worker.clone();
+        move || {
+            let mut c2 = c.clone();
+            let request =
+                GetWorkerStatsRequest { worker_name: worker.clone(), window: window as i32, ..Default::default() };
+            c = c2.clone();
+            async move { c2.get_worker_stats(request).await }
+        }
+    };
+    let mut table = Vec::new();
+    table.push(("GetWorkerStats(7d)", measure(calls, stats(StatsWindow::StatsWindow7d)).await));
+    table.push(("GetWorkerStats(90d)", measure(calls, stats(StatsWindow::StatsWindow90d)).await));
+    table.push((
+        "GetDataQualitySummary(7d)",
+        measure(calls, || {
+            let mut c = client.clone();
+            async move {
+                c.get_data_quality_summary(GetDataQualitySummaryRequest {
+                    window: StatsWindow::StatsWindow7d as i32,
+                    ..Default::default()
+                })
+                .await
+            }
+        })
+        .await,
+    ));
+    table.push((
+        "ListWorkers",
+        measure(calls, || {
+            let mut c = client.clone();
+            async move { c.list_workers(ListWorkersRequest::default()).await }
+        })
+        .await,
+    ));
+    table.push((
+        "ListExecutions(latest 20)",
+        measure(calls, || {
+            let mut c = client.clone();
+            let worker = worker.clone();
+            async move {
+                c.list_executions(ListExecutionsRequest { worker_name: worker, limit: 20, ..Default::default() }).await
+            }
+        })
+        .await,
+    ));
+
+    // The same figures from raw executions, for comparison.
+    let backend = raw.get_database_backend();
+    let scan = |days: i64| {
+        let raw = raw.clone();
+        let since = to_micros(Utc::now() - TimeDelta::days(days));
+        move || {
+            let raw = raw.clone();
+            async move {
+                raw.query_one_raw(Statement::from_string(
+                    backend,
+                    format!(
+                        "SELECT COUNT(*), SUM(CASE WHEN outcome = 1 THEN 1 ELSE 0 END), AVG(duration_ms), MAX(duration_ms), \
+                         AVG(score_overall), AVG(score_data_quality), SUM(records_processed) FROM executions e \
+                         JOIN workers w ON w.id = e.worker_id WHERE w.worker_name = 'bench_worker_07' AND e.started_at_us >= {since}"
+                    ),
+                ))
+                .await
+            }
+        }
+    };
+    let raw_calls = calls.min(20);
+    let raw_7d = measure(raw_calls, scan(7)).await;
+    let raw_90d = measure(raw_calls, scan(90)).await;
+    let dq_since = to_micros(Utc::now() - TimeDelta::days(7));
+    let raw_dq = measure(raw_calls, || {
+        let raw = raw.clone();
+        async move {
+            raw.query_all_raw(Statement::from_string(
+                backend,
+                format!(
+                    "SELECT worker_id, COUNT(*), AVG(score_data_quality), SUM(records_failed) FROM executions \
+                     WHERE started_at_us >= {dq_since} GROUP BY worker_id"
+                ),
+            ))
+            .await
+        }
+    })
+    .await;
+
+    println!("\n| query ({rows} executions) | p50 ms | p99 ms | raw scan p50 ms | raw/rollup |");
+    println!("|---|---|---|---|---|");
+    for (name, latency) in &table {
+        let raw = match *name {
+            "GetWorkerStats(7d)" => Some(&raw_7d),
+            "GetWorkerStats(90d)" => Some(&raw_90d),
+            "GetDataQualitySummary(7d)" => Some(&raw_dq),
+            _ => None,
+        };
+        match raw {
+            Some(r) => println!(
+                "| {name} | {} | {} | {} | {:.1}x |",
+                ms(latency.p50),
+                ms(latency.p99),
+                ms(r.p50),
+                r.p50.as_secs_f64() / latency.p50.as_secs_f64()
+            ),
+            None => println!("| {name} | {} | {} | — | — |", ms(latency.p50), ms(latency.p99)),
+        }
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("runwarden-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[tokio::main]
+async fn main() {
+    match Cli::parse().command {
+        Bench::Stats { rows, workers, days, calls, database, no_load } => {
+            stats_bench(rows, workers, days, calls, database, no_load).await;
+        }
+    }
+}

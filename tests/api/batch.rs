@@ -1,0 +1,124 @@
+//! SubmitReports (client streaming) and SubmitReportBatch (unary, grpc-web, REST): each report
+//! stands on its own; one bad report never sinks the others.
+
+use std::collections::HashSet;
+
+use runwarden::proto::v1::{
+    ExecutionReport, ListExecutionsRequest, SubmitReportBatchRequest, SubmitReportRequest, SubmitReportsResponse,
+};
+use serde_json::Value;
+use tonic::Code;
+
+use crate::{
+    backend_tests,
+    helpers::{Backend, TestApp, report_at, spawn_app},
+};
+
+backend_tests!(
+    batch_stores_the_good_and_reports_the_bad,
+    stream_of_thousands_is_stored_exactly_once,
+    batch_faces_agree
+);
+
+async fn stored_ids(app: &TestApp) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    let mut token = String::new();
+    loop {
+        let page = app
+            .query
+            .clone()
+            .list_executions(ListExecutionsRequest { limit: 500, page_token: token.clone(), ..Default::default() })
+            .await
+            .expect("list")
+            .into_inner();
+        ids.extend(page.executions.into_iter().map(|e| e.execution_id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        token = page.next_page_token;
+    }
+}
+
+async fn batch_stores_the_good_and_reports_the_bad(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let already = report_at("clip_radar_recap_worker", 900);
+    app.submit(already.clone()).await.expect("stored");
+    let good = report_at("clip_radar_recap_worker", 600);
+    let bad_name = ExecutionReport { worker_name: "no spaces allowed".into(), ..report_at("x", 500) };
+    let bad_counts = ExecutionReport { duration_ms: Some(-1), ..report_at("clip_radar_recap_worker", 400) };
+    let no_id = ExecutionReport { execution_id: String::new(), ..report_at("clip_radar_recap_worker", 300) };
+    let reports = vec![good.clone(), bad_name, already.clone(), bad_counts, no_id, good.clone()];
+    let response =
+        app.report.clone().submit_report_batch(SubmitReportBatchRequest { reports }).await.expect("batch").into_inner();
+    assert_eq!(response.accepted, 2, "good and no_id");
+    assert_eq!(response.duplicates, 2, "already stored, and good repeated in the batch");
+    let rejected: Vec<(i64, &str)> =
+        response.rejected.iter().map(|r| (r.index, r.violations[0].field.as_str())).collect();
+    assert_eq!(rejected, [(1, "worker_name"), (3, "duration_ms")]);
+    assert_eq!(response.execution_ids.len(), 6);
+    assert_eq!(response.execution_ids[0], good.execution_id);
+    assert_eq!(response.execution_ids[1], "");
+    assert_eq!(response.execution_ids[2], already.execution_id);
+    assert!(uuid::Uuid::parse_str(&response.execution_ids[4]).is_ok(), "generated id is returned");
+    assert_eq!(stored_ids(&app).await.len(), 3);
+
+    let too_many = SubmitReportBatchRequest { reports: (0..1001).map(|i| report_at("w", i)).collect() };
+    let status = app.report.clone().submit_report_batch(too_many).await.expect_err("too many");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("reports"), "{}", status.message());
+}
+
+async fn stream_of_thousands_is_stored_exactly_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut expected = HashSet::new();
+    let mut messages = Vec::new();
+    for i in 0..2500i64 {
+        let mut r = report_at(&format!("relay_worker_{}", i % 9), i % 7000 + 1);
+        if i % 250 == 7 {
+            r.outcome = 0; // invalid: rejected with its index
+        } else {
+            expected.insert(r.execution_id.clone());
+        }
+        messages.push(SubmitReportRequest { report: Some(r) });
+        if i % 500 == 3 {
+            // A resend of the previous report within the stream.
+            messages.push(messages[messages.len() - 1].clone());
+        }
+    }
+    let response: SubmitReportsResponse =
+        app.report.clone().submit_reports(futures::stream::iter(messages.clone())).await.expect("stream").into_inner();
+    assert_eq!(response.accepted as usize, expected.len());
+    assert_eq!(response.duplicates, 5);
+    assert_eq!(response.rejected.len(), 10);
+    assert!(response.rejected.iter().all(|r| r.violations[0].field == "outcome"));
+    assert_eq!(response.execution_ids.len(), messages.len());
+    assert_eq!(stored_ids(&app).await, expected);
+
+    // Replaying the whole stream (a relay retrying after a lost reply) changes nothing.
+    let again = app.report.clone().submit_reports(futures::stream::iter(messages)).await.expect("stream").into_inner();
+    assert_eq!(again.accepted, 0);
+    assert_eq!(again.duplicates as usize, expected.len() + 5);
+    assert_eq!(stored_ids(&app).await, expected);
+}
+
+async fn batch_faces_agree(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reports = vec![report_at("web_worker", 30), ExecutionReport { outcome: 9, ..report_at("web_worker", 20) }];
+    let web: SubmitReportsResponse = app
+        .grpc_web("/runwarden.v1.ReportService/SubmitReportBatch", &SubmitReportBatchRequest { reports })
+        .await
+        .expect("grpc-web");
+    assert_eq!((web.accepted, web.rejected.len()), (1, 1));
+
+    let body = serde_json::json!({ "reports": [
+        { "worker_name": "rest_worker", "outcome": "OUTCOME_SUCCESS", "duration_ms": 10 },
+        { "worker_name": "rest_worker", "outcome": "OUTCOME_FAILED", "duration_ms": -10 },
+    ]});
+    let response = app.http.post(app.url("/api/v1/orchestrator/reports:batch")).json(&body).send().await.expect("post");
+    assert_eq!(response.status(), 200);
+    let summary: Value = response.json().await.expect("json");
+    assert_eq!(summary["accepted"], Value::from("1"));
+    assert_eq!(summary["duplicates"], Value::from("0"));
+    assert_eq!(summary["rejected"][0]["index"], Value::from("1"));
+    assert_eq!(summary["rejected"][0]["violations"][0]["field"], Value::from("duration_ms"));
+}
