@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/runwarden/v1/report.proto",
     "proto/runwarden/v1/report_service.proto",
     "proto/runwarden/v1/query_service.proto",
+    "proto/runwarden/v1/guardian_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

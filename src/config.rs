@@ -7,7 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::{
-    domain::scoring::{ScoringConfig, Weights},
+    domain::{
+        guardian::GuardianConfig,
+        scoring::{ScoringConfig, Weights},
+    },
     store::{StoreOptions, Synchronous, ingest::IngestConfig},
 };
 
@@ -114,6 +117,53 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<u64>,
     pub pool_size: Option<u32>,
     pub scoring: Option<ScoringFile>,
+    pub guardian: Option<GuardianFile>,
+}
+
+/// `[guardian]`: the stream guardian's thresholds, in seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardianFile {
+    pub tick_interval_seconds: Option<f64>,
+    pub stale_after_seconds: Option<i64>,
+    pub orphan_after_seconds: Option<i64>,
+    pub retention_seconds: Option<i64>,
+    pub stale_warning: Option<u64>,
+    pub orphaned_warning: Option<u64>,
+    pub orphan_rate_warning: Option<f64>,
+    /// Stream types accepted beside the built-in ones.
+    pub extra_stream_types: Option<Vec<String>>,
+}
+
+impl GuardianFile {
+    fn apply(&self, config: &mut GuardianConfig) -> Result<(), String> {
+        if let Some(s) = self.tick_interval_seconds {
+            config.tick_interval =
+                Duration::try_from_secs_f64(s).map_err(|e| format!("[guardian] tick_interval_seconds: {e}"))?;
+        }
+        if let Some(s) = self.stale_after_seconds {
+            config.stale_after = chrono::TimeDelta::seconds(s);
+        }
+        if let Some(s) = self.orphan_after_seconds {
+            config.orphan_after = chrono::TimeDelta::seconds(s);
+        }
+        if let Some(s) = self.retention_seconds {
+            config.retention = chrono::TimeDelta::seconds(s);
+        }
+        if let Some(n) = self.stale_warning {
+            config.stale_warning = n;
+        }
+        if let Some(n) = self.orphaned_warning {
+            config.orphaned_warning = n;
+        }
+        if let Some(r) = self.orphan_rate_warning {
+            config.orphan_rate_warning = r;
+        }
+        if let Some(types) = &self.extra_stream_types {
+            config.extra_stream_types.clone_from(types);
+        }
+        config.validate().map_err(|e| format!("invalid [guardian] settings: {e}"))
+    }
 }
 
 /// `[scoring]`: the knobs of `docs/scoring.md`. Weights must sum to 1.
@@ -177,7 +227,10 @@ pub struct Config {
     pub migrate: bool,
     pub store: StoreOptions,
     pub ingest: IngestConfig,
+    pub guardian: GuardianConfig,
     pub shutdown_timeout: Duration,
+    /// Run the guardian's tick and heartbeat flush in the background (tests drive them by hand).
+    pub background_tasks: bool,
 }
 
 impl Config {
@@ -189,7 +242,9 @@ impl Config {
             migrate: true,
             store: StoreOptions::default(),
             ingest: IngestConfig::default(),
+            guardian: GuardianConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
+            background_tasks: true,
         }
     }
 
@@ -214,6 +269,9 @@ impl Config {
         }
         if let Some(scoring) = &file.scoring {
             scoring.apply(&mut config.ingest.scoring)?;
+        }
+        if let Some(guardian) = &file.guardian {
+            guardian.apply(&mut config.guardian)?;
         }
         if config.ingest.queue_capacity == 0 || config.ingest.max_batch == 0 {
             return Err("queue_capacity and max_batch must be at least 1".into());

@@ -25,6 +25,8 @@ pub enum Error {
     Malformed(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The request is larger than the configured limit.
     #[error("{0}")]
     TooLarge(String),
@@ -60,6 +62,7 @@ impl Error {
         match self {
             Error::InvalidArgument(_) | Error::Malformed(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::TooLarge(_) | Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
@@ -70,6 +73,7 @@ impl Error {
         match self {
             Error::InvalidArgument(_) | Error::Malformed(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::AlreadyExists(_) => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod guardian;
 pub mod proto;
 pub mod rest;
 pub mod server;

@@ -17,12 +17,13 @@ use chrono::DateTime;
 use serde::Serialize;
 
 use crate::{
-    api::{QueryApi, ReportApi},
+    api::{GuardianApi, QueryApi, ReportApi},
     domain::validation::to_timestamp,
     error::Error,
     proto::v1::{
         ExecutionReport, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest, GetWorkerStatsRequest,
-        ListExecutionsRequest, ListWorkersRequest, Outcome, StatsWindow, SubmitReportBatchRequest, SubmitReportRequest,
+        ListExecutionsRequest, ListStreamsRequest, ListWorkersRequest, Outcome, StatsWindow, StreamState,
+        SubmitReportBatchRequest, SubmitReportRequest,
     },
 };
 
@@ -30,6 +31,7 @@ use crate::{
 pub struct RestState {
     pub report: ReportApi,
     pub query: QueryApi,
+    pub guardian: GuardianApi,
 }
 
 pub fn router(state: RestState) -> Router {
@@ -42,6 +44,8 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/orchestrator/workers/{worker_name}/stats", get(get_worker_stats))
         .route("/api/v1/orchestrator/executions/{execution_id}", get(get_execution))
         .route("/api/v1/orchestrator/data-quality/summary", get(get_data_quality_summary))
+        .route("/api/v1/orchestrator/guardian", get(get_guardian_status))
+        .route("/api/v1/orchestrator/guardian/streams", get(list_streams))
         .with_state(state)
 }
 
@@ -194,6 +198,41 @@ async fn get_data_quality_summary(
         until: params.time("until")?,
     };
     Ok(ProtoJson(state.query.get_data_quality_summary(request).await?).into_response())
+}
+
+async fn get_guardian_status(State(state): State<RestState>) -> Result<Response, Error> {
+    Ok(ProtoJson(state.guardian.get_guardian_status().await?).into_response())
+}
+
+/// `?state=STALE&stream_type=generation&limit=&page_token=`
+async fn list_streams(
+    State(state): State<RestState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let params = Params(params);
+    let stream_state = match params.0.get("state") {
+        None => 0,
+        Some(v) => {
+            let upper = v.to_ascii_uppercase();
+            let full = if upper.starts_with("STREAM_STATE_") { upper } else { format!("STREAM_STATE_{upper}") };
+            match StreamState::from_str_name(&full) {
+                Some(s) if s != StreamState::Unspecified => s as i32,
+                _ => {
+                    return Err(Error::invalid(
+                        "state",
+                        format!("must be one of HEALTHY, STALE, ORPHANED, CLOSED, got {v:?}"),
+                    ));
+                }
+            }
+        }
+    };
+    let request = ListStreamsRequest {
+        state: stream_state,
+        stream_type: params.text("stream_type"),
+        limit: params.int("limit")?,
+        page_token: params.text("page_token"),
+    };
+    Ok(ProtoJson(state.guardian.list_streams(request).await?).into_response())
 }
 
 async fn get_execution(State(state): State<RestState>, Path(execution_id): Path<String>) -> Result<Response, Error> {

@@ -29,11 +29,15 @@ use tower_http::{
 };
 
 use crate::{
-    api::{QueryApi, ReportApi, Services, SystemClock},
+    api::{Clock, GuardianApi, QueryApi, ReportApi, Services, SystemClock},
     config::{Config, MAX_MESSAGE_BYTES},
+    guardian::Guardian,
     proto::{
         self,
-        v1::{query_service_server::QueryServiceServer, report_service_server::ReportServiceServer},
+        v1::{
+            guardian_service_server::GuardianServiceServer, query_service_server::QueryServiceServer,
+            report_service_server::ReportServiceServer,
+        },
     },
     rest::{self, RestState},
     store::{
@@ -59,6 +63,8 @@ pub enum StartError {
     NotMigrated,
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("guardian: {0}")]
+    Guardian(String),
 }
 
 pub struct App {
@@ -68,12 +74,19 @@ pub struct App {
     health: HealthReporter,
     writer: Writer,
     store: Store,
+    guardian: Arc<Guardian>,
     shutdown_timeout: Duration,
+    background_tasks: bool,
 }
 
 /// The gRPC service names health answers for, beside the empty (whole server) name.
-fn served_services() -> [&'static str; 3] {
-    ["", ReportServiceServer::<ReportApi>::NAME, QueryServiceServer::<QueryApi>::NAME]
+fn served_services() -> [&'static str; 4] {
+    [
+        "",
+        ReportServiceServer::<ReportApi>::NAME,
+        QueryServiceServer::<QueryApi>::NAME,
+        GuardianServiceServer::<GuardianApi>::NAME,
+    ]
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -84,6 +97,11 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
+        App::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Builds with another source of "now" (tests use a manual clock).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
         let store = Store::connect(&config.database_url, &config.store).await?;
         if config.migrate {
             store.migrate().await?;
@@ -96,9 +114,13 @@ impl App {
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
         let (ingest, writer) = ingest::spawn(store.clone(), config.ingest.clone());
-        let services = Arc::new(Services { store: store.clone(), ingest, clock: Arc::new(SystemClock) });
+        let guardian = Guardian::new(store.clone(), config.guardian.clone(), ingest.clone(), clock.clone())
+            .await
+            .map_err(|e| StartError::Guardian(e.to_string()))?;
+        let services = Arc::new(Services { store: store.clone(), ingest, clock, guardian: guardian.clone() });
         let report = ReportApi::new(services.clone());
         let query = QueryApi::new(services);
+        let guardian_api = GuardianApi::new(guardian.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
@@ -122,10 +144,15 @@ impl App {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
+        let guardian_service = GuardianServiceServer::new(guardian_api.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
 
         let grpc = Router::new()
             .route_service(&grpc_path(&report_service), grpc_web(report_service))
             .route_service(&grpc_path(&query_service), grpc_web(query_service))
+            .route_service(&grpc_path(&guardian_service), grpc_web(guardian_service))
             .route_service(&grpc_path(&health_service), GrpcWebLayer::new().layer(health_service))
             .route_service(&grpc_path(&reflection_v1), reflection_v1)
             .route_service(&grpc_path(&reflection_v1alpha), reflection_v1alpha);
@@ -133,7 +160,10 @@ impl App {
         let metrics = telemetry::metrics_handle();
         let router = Router::new()
             .merge(grpc)
-            .merge(rest::router(RestState { report, query }).layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES)))
+            .merge(
+                rest::router(RestState { report, query, guardian: guardian_api })
+                    .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES)),
+            )
             .route("/metrics", get(move || async move { metrics.render() }))
             .route("/", get(index))
             .fallback(rest::not_found)
@@ -146,7 +176,17 @@ impl App {
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
 
         tracing::info!(addr = %local_addr, database = %redact(&config.database_url), "runwarden ready");
-        Ok(App { listener, local_addr, router, health, writer, store, shutdown_timeout: config.shutdown_timeout })
+        Ok(App {
+            listener,
+            local_addr,
+            router,
+            health,
+            writer,
+            store,
+            guardian,
+            shutdown_timeout: config.shutdown_timeout,
+            background_tasks: config.background_tasks,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -157,11 +197,17 @@ impl App {
         self.local_addr.port()
     }
 
+    /// The stream guardian (tests tick it by hand).
+    pub fn guardian(&self) -> Arc<Guardian> {
+        self.guardian.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains (see the module docs).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let App { listener, router, health, writer, store, shutdown_timeout, .. } = self;
+        let App { listener, router, health, writer, store, guardian, shutdown_timeout, background_tasks, .. } = self;
         let (draining_tx, mut draining) = watch::channel(false);
         let probe = spawn_health_probe(store.clone(), health.clone(), draining.clone());
+        let guardian_task = background_tasks.then(|| tokio::spawn(crate::guardian::run(guardian, draining.clone())));
 
         let signal_health = health.clone();
         let signal = async move {
@@ -185,6 +231,12 @@ impl App {
                 Ok(())
             }
         };
+        if let Some(Err(e)) = match guardian_task {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            tracing::warn!(error = %e, "guardian task failed");
+        }
         writer.shutdown().await;
         probe.abort();
         store.close().await;

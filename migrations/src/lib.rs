@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261128_000001_initial;
 mod m20261128_000002_scores_and_learning;
 mod m20261128_000003_worker_rollups;
+mod m20261128_000004_guardian;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_initial::Migration),
             Box::new(m20261128_000002_scores_and_learning::Migration),
             Box::new(m20261128_000003_worker_rollups::Migration),
+            Box::new(m20261128_000004_guardian::Migration),
         ]
     }
 }

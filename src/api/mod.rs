@@ -2,6 +2,7 @@
 //! inherent method returning `Result<_, Error>` that the tonic trait impls and the REST shim
 //! both call, so every face runs the same code and answers the same errors.
 
+pub mod guardian;
 pub mod query;
 pub mod report;
 pub mod stats;
@@ -15,6 +16,7 @@ use crate::{
     store::{Store, ingest::Ingest},
 };
 
+pub use guardian::GuardianApi;
 pub use query::QueryApi;
 pub use report::ReportApi;
 
@@ -38,6 +40,7 @@ pub struct Services {
     pub store: Store,
     pub ingest: Ingest,
     pub clock: Arc<dyn Clock>,
+    pub guardian: Arc<crate::guardian::Guardian>,
 }
 
 /// Runs one RPC body, recording its count, code and latency.

@@ -4,7 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{Services, observe};
+use super::{
+    Services,
+    guardian::{LiveStream, peer, track_watch},
+    observe,
+};
 use crate::{
     domain::{
         page_token::{ExecutionCursor, WorkerCursor},
@@ -15,7 +19,7 @@ use crate::{
     proto::v1::{
         DataQualitySummary, Execution, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest,
         GetWorkerStatsRequest, ListExecutionsRequest, ListExecutionsResponse, ListWorkersRequest, ListWorkersResponse,
-        Outcome, Worker, WorkerStats, query_service_server::QueryService,
+        Outcome, QualityLevel, WatchExecutionsRequest, Worker, WorkerStats, query_service_server::QueryService,
     },
     store::{
         executions::{self, ExecutionFilter},
@@ -174,8 +178,84 @@ impl QueryApi {
     }
 }
 
+/// Per-watcher buffer of executions not yet sent.
+const WATCH_BUFFER: usize = 256;
+
+impl QueryApi {
+    /// Each stored execution that passes the filter, as it is committed.
+    pub async fn watch_executions(
+        &self,
+        request: WatchExecutionsRequest,
+        owner: String,
+    ) -> Result<LiveStream<Execution>, Error> {
+        observe("WatchExecutions", async {
+            let worker = match request.worker_name.as_str() {
+                "" => None,
+                name => {
+                    check_worker_name_field("worker_name", name).map_err(|v| Error::InvalidArgument(vec![v]))?;
+                    Some(name.to_owned())
+                }
+            };
+            let min_level = match QualityLevel::try_from(request.min_level) {
+                Ok(QualityLevel::Unspecified) => None,
+                Ok(level) => Some(level as i32),
+                Err(_) => return Err(Error::invalid("min_level", format!("unknown value {}", request.min_level))),
+            };
+            let mut events = self.services.ingest.subscribe();
+            let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+            track_watch(self.services.guardian.clone(), "watch_executions", owner, tx.clone()).await?;
+            tokio::spawn(async move {
+                loop {
+                    let execution = match events.recv().await {
+                        Ok(execution) => execution,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            let _ = tx.try_send(Err(Status::resource_exhausted(format!(
+                                "watcher fell behind by {missed} executions; reconnect"
+                            ))));
+                            return;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    let report = execution.report.as_ref();
+                    if worker.as_deref().is_some_and(|w| report.is_none_or(|r| r.worker_name != w)) {
+                        continue;
+                    }
+                    if min_level.is_some_and(|min| execution.quality_level < min) {
+                        continue;
+                    }
+                    match tx.try_send(Ok((*execution).clone())) {
+                        Ok(()) => {}
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                            // The client reads slower than executions arrive: tell it, then stop.
+                            let _ = tx
+                                .send(Err(Status::resource_exhausted(format!(
+                                    "watcher fell behind by more than {WATCH_BUFFER} executions; reconnect"
+                                ))))
+                                .await;
+                            return;
+                        }
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+            });
+            Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as LiveStream<Execution>)
+        })
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl QueryService for QueryApi {
+    type WatchExecutionsStream = LiveStream<Execution>;
+
+    async fn watch_executions(
+        &self,
+        request: Request<WatchExecutionsRequest>,
+    ) -> Result<Response<Self::WatchExecutionsStream>, Status> {
+        let owner = peer(&request);
+        Ok(Response::new(QueryApi::watch_executions(self, request.into_inner(), owner).await?))
+    }
+
     async fn list_workers(
         &self,
         request: Request<ListWorkersRequest>,

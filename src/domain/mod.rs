@@ -4,6 +4,7 @@
 //! Domain code may use the generated contract types (`crate::proto`), never `store` or `api`.
 
 pub mod analysis;
+pub mod guardian;
 pub mod learning;
 pub mod page_token;
 pub mod rollup;

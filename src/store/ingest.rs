@@ -15,7 +15,7 @@ use sea_orm::{
     QueryFilter, QuerySelect,
 };
 use tokio::{
-    sync::{Notify, mpsc, oneshot},
+    sync::{Notify, broadcast, mpsc, oneshot},
     task::JoinHandle,
 };
 
@@ -28,11 +28,14 @@ use super::{
 };
 use crate::{
     domain::{
-        analysis::analyze, learning::WorkerRunningState, rollup::ExecutionFacts, scoring::ScoringConfig,
-        validation::ValidReport,
+        analysis::analyze,
+        learning::WorkerRunningState,
+        rollup::ExecutionFacts,
+        scoring::ScoringConfig,
+        validation::{ValidReport, to_timestamp},
     },
     error::Error,
-    proto::v1::Analysis,
+    proto::v1::{Analysis, Execution},
 };
 
 /// Rows per INSERT statement: well under SQLite's and PostgreSQL's bound-parameter limits.
@@ -68,11 +71,15 @@ struct Job {
     ack: oneshot::Sender<Result<Ack, Error>>,
 }
 
+/// Executions published to live watchers after each commit.
+pub const EVENTS_CAPACITY: usize = 1024;
+
 /// The submitting side of the writer; cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
     tx: mpsc::Sender<Job>,
     capacity: usize,
+    events: broadcast::Sender<Arc<Execution>>,
 }
 
 /// The running writer task.
@@ -86,8 +93,9 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
     let capacity = config.queue_capacity.max(1);
     let (tx, rx) = mpsc::channel(capacity);
     let stop = Arc::new(Notify::new());
-    let join = tokio::spawn(run(store, rx, config.max_batch.max(1), config.scoring, stop.clone()));
-    (Ingest { tx, capacity }, Writer { join, stop })
+    let (events, _) = broadcast::channel(EVENTS_CAPACITY);
+    let join = tokio::spawn(run(store, rx, config.max_batch.max(1), config.scoring, stop.clone(), events.clone()));
+    (Ingest { tx, capacity, events }, Writer { join, stop })
 }
 
 impl Ingest {
@@ -143,6 +151,11 @@ impl Ingest {
         Ok(results)
     }
 
+    /// Every execution stored from now on, right after its commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Execution>> {
+        self.events.subscribe()
+    }
+
     /// Reports waiting for the writer.
     pub fn depth(&self) -> usize {
         self.capacity - self.tx.capacity()
@@ -159,7 +172,14 @@ impl Writer {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, scoring: ScoringConfig, stop: Arc<Notify>) {
+async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    scoring: ScoringConfig,
+    stop: Arc<Notify>,
+    events: broadcast::Sender<Arc<Execution>>,
+) {
     let mut closing = false;
     loop {
         let first = tokio::select! {
@@ -183,14 +203,14 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, max_batch: usize, scorin
                 Err(_) => break,
             }
         }
-        commit(&store, &scoring, batch).await;
+        commit(&store, &scoring, batch, &events).await;
         metrics::gauge!("runwarden_ingest_queue_depth").set(rx.len() as f64);
     }
     tracing::info!("ingest writer stopped");
 }
 
 /// Commits one batch and answers every caller in it.
-async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>) {
+async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>, events: &broadcast::Sender<Arc<Execution>>) {
     let started = Instant::now();
     let size = batch.len();
     let (jobs, acks): (Vec<_>, Vec<_>) = batch.into_iter().map(|job| ((job.report, job.received_at), job.ack)).unzip();
@@ -204,6 +224,22 @@ async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>) {
             metrics::counter!("runwarden_reports_stored_total").increment(stored as u64);
             metrics::counter!("runwarden_reports_duplicate_total").increment((size - stored) as u64);
             tracing::debug!(size, stored, elapsed_ms = elapsed.as_millis() as u64, "batch committed");
+            if events.receiver_count() > 0 {
+                for ((job, received_at), outcome) in jobs.iter().zip(&outcomes) {
+                    if let Ack::Stored(analysis) = outcome {
+                        let _ = events.send(Arc::new(Execution {
+                            execution_id: job.report.execution_id.clone(),
+                            report: Some(job.report.clone()),
+                            received_at: Some(to_timestamp(*received_at)),
+                            scores: analysis.scores,
+                            quality_level: analysis.quality_level,
+                            reasons: analysis.reasons.clone(),
+                            weights: analysis.weights,
+                            learning: analysis.learning,
+                        }));
+                    }
+                }
+            }
             for (ack, outcome) in acks.into_iter().zip(outcomes) {
                 let _ = ack.send(Ok(outcome));
             }

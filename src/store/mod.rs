@@ -9,6 +9,7 @@ pub mod entities;
 pub mod executions;
 pub mod ingest;
 pub mod rollups;
+pub mod streams;
 pub mod workers;
 
 use std::{str::FromStr, time::Duration};

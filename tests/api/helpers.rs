@@ -2,12 +2,23 @@
 //! (a temp SQLite file, or a fresh PostgreSQL database when asked) and hands back typed gRPC,
 //! grpc-web and REST clients. Logs only when `TEST_LOG` is set.
 
-use std::{net::SocketAddr, sync::Once, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Once,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use runwarden::{
     App, Config,
+    api::{Clock, SystemClock},
+    guardian::Guardian,
     proto::v1::{
         ExecutionReport, Outcome, SubmitReportRequest, SubmitReportResponse, query_service_client::QueryServiceClient,
         report_service_client::ReportServiceClient,
@@ -79,6 +90,11 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// Another handle on a database some other test value owns (for a second replica).
+    pub fn borrowed(url: &str) -> TestDatabase {
+        TestDatabase { url: url.to_owned(), _dir: None }
+    }
+
     pub async fn create(backend: Backend) -> TestDatabase {
         match backend {
             Backend::Sqlite => {
@@ -109,6 +125,7 @@ pub struct TestApp {
     pub query: QueryServiceClient<Channel>,
     pub http: reqwest::Client,
     pub channel: Channel,
+    pub guardian: Arc<Guardian>,
     db: Option<TestDatabase>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
@@ -118,14 +135,44 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(TestDatabase::create(backend).await, |_| {}).await
 }
 
-/// Starts a server on `db`, letting the test adjust the configuration first.
+/// A clock the test moves by hand.
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn starting_now() -> Arc<ManualClock> {
+        Arc::new(ManualClock(AtomicI64::new(Utc::now().timestamp_micros())))
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.0.fetch_add(seconds * 1_000_000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.0.load(Ordering::SeqCst)).unwrap_or_default()
+    }
+}
+
+/// Starts a server on `db`, letting the test adjust the configuration first. Background tasks
+/// (the guardian's tick) are off unless the test turns them on: tests tick by hand.
 pub async fn spawn_app_with(db: TestDatabase, configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_clock(db, configure, Arc::new(SystemClock)).await
+}
+
+pub async fn spawn_app_with_clock(
+    db: TestDatabase,
+    configure: impl FnOnce(&mut Config),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
     init_logging();
     let mut config = Config::new("127.0.0.1:0".parse().expect("addr"), db.url.clone());
     config.shutdown_timeout = Duration::from_secs(5);
+    config.background_tasks = false;
     configure(&mut config);
-    let app = App::build(config).await.expect("server starts");
+    let app = App::build_with_clock(config, clock).await.expect("server starts");
     let addr = app.local_addr();
+    let guardian = app.guardian();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -136,6 +183,7 @@ pub async fn spawn_app_with(db: TestDatabase, configure: impl FnOnce(&mut Config
         report: ReportServiceClient::new(channel.clone()),
         query: QueryServiceClient::new(channel.clone()),
         channel,
+        guardian,
         http: reqwest::Client::new(),
         db: Some(db),
         stop: Some(stop),
@@ -210,6 +258,58 @@ impl TestApp {
             Ok(message.expect("a message with status 0"))
         } else {
             Err((status, header_message.or_else(|| trailer("grpc-message")).unwrap_or_default()))
+        }
+    }
+}
+
+impl TestApp {
+    /// Opens a server-streaming call over grpc-web (HTTP/1.1) and returns a reader of its
+    /// messages, as a browser's fetch stream sees them.
+    pub async fn grpc_web_stream<Req: Message>(&self, path: &str, request: &Req) -> GrpcWebStream {
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(request.encoded_len() as u32);
+        request.encode(&mut body).expect("encode");
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .body(body.freeze())
+            .send()
+            .await
+            .expect("grpc-web request");
+        assert_eq!(response.status(), 200);
+        GrpcWebStream { response, buffer: BytesMut::new() }
+    }
+}
+
+/// The message frames of a grpc-web response, read as they arrive.
+pub struct GrpcWebStream {
+    response: reqwest::Response,
+    buffer: BytesMut,
+}
+
+impl GrpcWebStream {
+    /// The next message; `None` at the trailers or the end.
+    pub async fn next<T: Message + Default>(&mut self) -> Option<T> {
+        loop {
+            if self.buffer.len() >= 5 {
+                let flag = self.buffer[0];
+                let len = u32::from_be_bytes([self.buffer[1], self.buffer[2], self.buffer[3], self.buffer[4]]) as usize;
+                if self.buffer.len() >= 5 + len {
+                    let mut frame = self.buffer.split_to(5 + len);
+                    frame.advance(5);
+                    if flag & 0x80 != 0 {
+                        return None;
+                    }
+                    return Some(T::decode(frame.freeze()).expect("decode message"));
+                }
+            }
+            match self.response.chunk().await.expect("read grpc-web stream") {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None => return None,
+            }
         }
     }
 }

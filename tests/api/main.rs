@@ -3,6 +3,7 @@
 
 mod batch;
 mod faces;
+mod guardian;
 mod helpers;
 mod lifecycle;
 mod query;

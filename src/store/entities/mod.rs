@@ -2,5 +2,7 @@
 //! the Unix epoch (UTC).
 
 pub mod executions;
+pub mod guardian_snapshots;
+pub mod streams;
 pub mod worker_rollups;
 pub mod workers;

@@ -4,6 +4,10 @@
 //! `runwarden-bench stats --rows 1000000 [--database URL]` loads a synthetic history (50 workers,
 //! 90 days) through the ingest writer's own commit path, then times the read RPCs over gRPC
 //! (p50/p99 of 200 calls each) next to the same figures computed by scanning raw executions.
+//! - `runwarden-bench ingest [--quick] [--postgres URL]` measures report ingest against the wire
+//!   (a bare tonic echo server) and the storage (raw inserts), see `ingest.rs`.
+
+mod ingest;
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +53,20 @@ enum Bench {
         /// Reuse an already loaded database instead of loading.
         #[arg(long)]
         no_load: bool,
+    },
+    /// Ingest throughput and latency: wire limit, runwarden unary/stream/batch, storage limit.
+    Ingest {
+        /// About 30 seconds in all instead of 10 s per configuration.
+        #[arg(long)]
+        quick: bool,
+        /// Also measure on this PostgreSQL server (fresh databases are created on it).
+        #[arg(long)]
+        postgres: Option<String>,
+    },
+    /// The bare tonic echo server the ingest benchmark uses as the wire limit.
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -326,11 +344,121 @@ fn tempfile_dir() -> std::path::PathBuf {
     dir
 }
 
+/// A fresh database on the PostgreSQL server at `base`, for one measurement.
+async fn fresh_postgres(base: &str) -> String {
+    use sqlx::{Connection, Executor};
+    let name = format!("rw_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(base).await.expect("connect to PostgreSQL");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create database");
+    let (prefix, query) = base.split_once('?').map_or((base, String::new()), |(p, q)| (p, format!("?{q}")));
+    let root = prefix.rsplit_once('/').map_or(prefix, |(root, _)| root);
+    format!("{root}/{name}{query}")
+}
+
+async fn ingest_bench(quick: bool, postgres: Option<String>) {
+    use ingest::{Run, ServerProcess, Shape, measure, raw_inserts};
+    let seconds = if quick { 2 } else { 10 };
+    let d = Duration::from_secs(seconds);
+    let me = std::env::current_exe().expect("current exe");
+    let runwarden = me.with_file_name("runwarden");
+    let runwarden = runwarden.to_str().expect("utf-8 path").to_owned();
+    let mut runs: Vec<Run> = Vec::new();
+
+    eprintln!("wire limit: bare tonic echo server");
+    let echo = ServerProcess::start(me.to_str().expect("utf-8 path"), &["echo-server"]);
+    let echo_unary = measure("tonic echo, unary, 256 in flight (wire limit)", &echo, Shape::Unary, 256, d).await;
+    let echo_rate = echo_unary.rate();
+    runs.push(echo_unary);
+    runs.push(measure("tonic echo, batch of 100, 16 in flight", &echo, Shape::Batch(100), 16, d).await);
+    echo.stop();
+
+    let mut backends = vec![("SQLite (synchronous=FULL)".to_owned(), None)];
+    if let Some(base) = &postgres {
+        backends.push(("PostgreSQL".to_owned(), Some(base.clone())));
+    }
+    let dir = tempfile_dir();
+    let mut summary = Vec::new();
+    for (label, pg) in backends {
+        let url = match &pg {
+            Some(base) => fresh_postgres(base).await,
+            None => format!("sqlite://{}/ingest-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple()),
+        };
+        eprintln!("runwarden on {label}");
+        let server = ServerProcess::start(
+            &runwarden,
+            &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url],
+        );
+        let mut unary_256 = 0.0;
+        for in_flight in [1, 16, 64, 256] {
+            let run = measure(
+                &format!("runwarden {label}, unary, {in_flight} in flight"),
+                &server,
+                Shape::Unary,
+                in_flight,
+                d,
+            )
+            .await;
+            if in_flight == 256 {
+                unary_256 = run.rate();
+            }
+            runs.push(run);
+        }
+        let mut best_bulk: f64 = 0.0;
+        for (name, shape, in_flight) in [
+            ("stream of 1,000, 4 streams", Shape::Stream(1000), 4),
+            ("batch of 100, 16 in flight", Shape::Batch(100), 16),
+            ("batch of 1,000, 4 in flight", Shape::Batch(1000), 4),
+        ] {
+            let run = measure(&format!("runwarden {label}, {name}"), &server, shape, in_flight, d).await;
+            best_bulk = best_bulk.max(run.rate());
+            runs.push(run);
+        }
+        let rss = server.rss_mb();
+        let peak = server.peak_rss_mb();
+        server.stop();
+        let raw_url = match &pg {
+            Some(base) => fresh_postgres(base).await,
+            None => format!("sqlite://{}/raw-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple()),
+        };
+        let mut raw = raw_inserts(&raw_url, d).await;
+        raw.name = format!("{label}: {}", raw.name);
+        let raw_rate = raw.rate();
+        runs.push(raw);
+        summary.push(format!(
+            "{label}: unary@256 / wire = {:.2}; best stream-or-batch / storage = {:.2}; server RSS now {rss:.0} MB, peak {peak:.0} MB",
+            unary_256 / echo_rate,
+            best_bulk / raw_rate
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("\n| configuration | reports/s | p50 ms | p99 ms | p999 ms | server CPU (cores) | server peak RSS MB |");
+    println!("|---|---|---|---|---|---|---|");
+    for run in &runs {
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} |",
+            run.name,
+            run.rate(),
+            ms(run.quantile(0.5)),
+            ms(run.quantile(0.99)),
+            ms(run.quantile(0.999)),
+            run.server_cpu.map_or("—".into(), |c| format!("{c:.2}")),
+            run.peak_rss_mb.map_or("—".into(), |m| format!("{m:.0}")),
+        );
+    }
+    println!("\nlatency is per call (a batch or stream call carries many reports)");
+    for line in summary {
+        println!("{line}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
         Bench::Stats { rows, workers, days, calls, database, no_load } => {
             stats_bench(rows, workers, days, calls, database, no_load).await;
         }
+        Bench::Ingest { quick, postgres } => ingest_bench(quick, postgres).await,
+        Bench::EchoServer { listen } => ingest::serve_echo(listen).await,
     }
 }

@@ -1,0 +1,186 @@
+//! `runwarden.v1.GuardianService`: the guardian's operations and its live status stream.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::observe;
+use crate::{
+    domain::{guardian::StreamState, page_token::WorkerCursor},
+    error::Error,
+    guardian::Guardian,
+    proto::v1::{
+        CloseStreamRequest, GetGuardianStatusRequest, GuardianStatus, HeartbeatRequest, HeartbeatResponse,
+        ListStreamsRequest, ListStreamsResponse, OpenStreamRequest, StreamState as PbState, TrackedStream,
+        WatchHealthRequest, guardian_service_server::GuardianService,
+    },
+};
+
+#[derive(Clone)]
+pub struct GuardianApi {
+    guardian: Arc<Guardian>,
+}
+
+/// A live response stream.
+pub type LiveStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Registers a server-side watch as a tracked stream, heartbeats it while the client is
+/// connected, and closes it when the client goes away. Returns the task's handle on `sender`.
+pub(crate) async fn track_watch<T: Send + 'static>(
+    guardian: Arc<Guardian>,
+    stream_type: &str,
+    owner: String,
+    sender: mpsc::Sender<Result<T, Status>>,
+) -> Result<(), Error> {
+    let opened =
+        guardian.open(OpenStreamRequest { stream_type: stream_type.to_owned(), owner, ..Default::default() }).await?;
+    let every =
+        (guardian.config().stale_after / 3).to_std().unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = sender.closed() => break,
+                _ = beat.tick() => {
+                    if let Err(e) = guardian.heartbeat(&opened.stream_id).await {
+                        tracing::debug!(error = %e, stream = %opened.stream_id, "watch heartbeat refused");
+                    }
+                }
+            }
+        }
+        if let Err(e) = guardian.close(&opened.stream_id, "client disconnected").await {
+            tracing::warn!(error = %e, stream = %opened.stream_id, "cannot close watch stream");
+        }
+    });
+    Ok(())
+}
+
+impl GuardianApi {
+    pub fn new(guardian: Arc<Guardian>) -> Self {
+        GuardianApi { guardian }
+    }
+
+    pub async fn open_stream(&self, request: OpenStreamRequest) -> Result<TrackedStream, Error> {
+        observe("OpenStream", self.guardian.open(request)).await
+    }
+
+    pub async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Error> {
+        observe("Heartbeat", async {
+            let stale_at = self.guardian.heartbeat(&request.stream_id).await?;
+            Ok(HeartbeatResponse { stale_at: Some(crate::domain::validation::to_timestamp(stale_at)) })
+        })
+        .await
+    }
+
+    pub async fn close_stream(&self, request: CloseStreamRequest) -> Result<TrackedStream, Error> {
+        observe("CloseStream", self.guardian.close(&request.stream_id, &request.reason)).await
+    }
+
+    pub async fn list_streams(&self, request: ListStreamsRequest) -> Result<ListStreamsResponse, Error> {
+        observe("ListStreams", async {
+            let limit = match request.limit {
+                0 => 100,
+                1..=1000 => request.limit as u64,
+                n => return Err(Error::invalid("limit", format!("must be between 1 and 1000 (0 means 100), got {n}"))),
+            };
+            let state = match PbState::try_from(request.state) {
+                Ok(PbState::Unspecified) => None,
+                Ok(PbState::Healthy) => Some(StreamState::Healthy),
+                Ok(PbState::Stale) => Some(StreamState::Stale),
+                Ok(PbState::Orphaned) => Some(StreamState::Orphaned),
+                Ok(PbState::Closed) => Some(StreamState::Closed),
+                Err(_) => return Err(Error::invalid("state", format!("unknown value {}", request.state))),
+            };
+            let after = match request.page_token.as_str() {
+                "" => None,
+                token => {
+                    Some(WorkerCursor::decode(token).map_err(|why| Error::invalid("page_token", why))?.worker_name)
+                }
+            };
+            let stream_type = (!request.stream_type.is_empty()).then_some(request.stream_type.as_str());
+            let mut streams = self.guardian.list(state, stream_type, after.as_deref(), limit + 1).await?;
+            let next_page_token = if streams.len() as u64 > limit {
+                streams.truncate(limit as usize);
+                streams.last().map(|s| WorkerCursor { worker_name: s.stream_id.clone() }.encode()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(ListStreamsResponse { streams, next_page_token })
+        })
+        .await
+    }
+
+    pub async fn get_guardian_status(&self) -> Result<GuardianStatus, Error> {
+        observe("GetGuardianStatus", async { Ok(self.guardian.status()) }).await
+    }
+
+    /// The current status now, then every tick's.
+    pub async fn watch_health(&self, owner: String) -> Result<LiveStream<GuardianStatus>, Error> {
+        observe("WatchHealth", async {
+            let (tx, rx) = mpsc::channel(16);
+            track_watch(self.guardian.clone(), "watch_health", owner, tx.clone()).await?;
+            let mut updates = self.guardian.subscribe();
+            tokio::spawn(async move {
+                let current = updates.borrow_and_update().clone();
+                if tx.send(Ok(current)).await.is_err() {
+                    return;
+                }
+                while updates.changed().await.is_ok() {
+                    let status = updates.borrow_and_update().clone();
+                    if tx.send(Ok(status)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(Box::pin(ReceiverStream::new(rx)) as LiveStream<GuardianStatus>)
+        })
+        .await
+    }
+}
+
+/// Who is watching, for the tracked stream's owner.
+pub(crate) fn peer<T>(request: &Request<T>) -> String {
+    request.remote_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+}
+
+#[tonic::async_trait]
+impl GuardianService for GuardianApi {
+    async fn open_stream(&self, request: Request<OpenStreamRequest>) -> Result<Response<TrackedStream>, Status> {
+        Ok(Response::new(GuardianApi::open_stream(self, request.into_inner()).await?))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        Ok(Response::new(GuardianApi::heartbeat(self, request.into_inner()).await?))
+    }
+
+    async fn close_stream(&self, request: Request<CloseStreamRequest>) -> Result<Response<TrackedStream>, Status> {
+        Ok(Response::new(GuardianApi::close_stream(self, request.into_inner()).await?))
+    }
+
+    async fn list_streams(
+        &self,
+        request: Request<ListStreamsRequest>,
+    ) -> Result<Response<ListStreamsResponse>, Status> {
+        Ok(Response::new(GuardianApi::list_streams(self, request.into_inner()).await?))
+    }
+
+    async fn get_guardian_status(
+        &self,
+        _request: Request<GetGuardianStatusRequest>,
+    ) -> Result<Response<GuardianStatus>, Status> {
+        Ok(Response::new(GuardianApi::get_guardian_status(self).await?))
+    }
+
+    type WatchHealthStream = LiveStream<GuardianStatus>;
+
+    async fn watch_health(
+        &self,
+        request: Request<WatchHealthRequest>,
+    ) -> Result<Response<Self::WatchHealthStream>, Status> {
+        let owner = peer(&request);
+        Ok(Response::new(GuardianApi::watch_health(self, owner).await?))
+    }
+}

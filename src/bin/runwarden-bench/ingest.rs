@@ -1,0 +1,403 @@
+//! `runwarden-bench ingest`: report ingest against its two limits, measured in one run on the
+//! same machine and message — the wire (a bare tonic echo server) and the storage (raw inserts of
+//! the same rows, no server) — with runwarden in between, as a child process so that its CPU and
+//! peak RSS are its own.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use prost::Message;
+use runwarden::proto::v1::{
+    DataVerification, ExecutionReport, Outcome, ResourceMetrics, SubmitReportBatchRequest, SubmitReportRequest,
+    SubmitReportResponse, SubmitReportsResponse,
+    report_service_client::ReportServiceClient,
+    report_service_server::{ReportService, ReportServiceServer},
+};
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status, transport::Channel};
+
+/// One ~500-byte report, as a typical worker sends it; each call gets a fresh execution_id.
+pub fn sample_report(i: u64) -> ExecutionReport {
+    ExecutionReport {
+        worker_name: format!("ingest_worker_{:02}", i % 20),
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        worker_type: "analytics".into(),
+        duration_ms: Some(1200 + (i % 300) as i64),
+        outcome: Outcome::Success as i32,
+        error_message: String::new(),
+        data_verification: Some(DataVerification {
+            records_fetched: 200,
+            records_processed: 195,
+            records_stored: 195,
+            records_failed: 5,
+            newest_record_age_seconds: Some(42.0),
+            oldest_record_age_seconds: Some(3600.0),
+            expected_fields_present: Some(true),
+            validation_checks_passed: 12,
+            validation_checks_failed: 0,
+            validation_errors: vec!["row 17: price is negative".into()],
+            api_calls_made: 4,
+            api_calls_succeeded: 4,
+            api_quota_remaining: Some(9000),
+            cache_hits: 30,
+            cache_misses: 4,
+            cache_writes: 4,
+            missing_fields: vec!["thumbnail_url".into()],
+            ..Default::default()
+        }),
+        resource_metrics: Some(ResourceMetrics {
+            memory_peak_mb: Some(128.0),
+            cpu_percent_avg: Some(35.0),
+            network_bytes_received: 1_048_576,
+            database_query_count: 24,
+            redis_operations: 12,
+        }),
+        custom_metrics: serde_json::from_str(
+            r#"{"categories_fetched":["gaming","music","entertainment"],"quota_used_today":192}"#,
+        )
+        .ok(),
+        ..Default::default()
+    }
+}
+
+/// The wire limit: a tonic ReportService that stores nothing.
+#[derive(Default)]
+pub struct EchoService;
+
+#[tonic::async_trait]
+impl ReportService for EchoService {
+    async fn submit_report(
+        &self,
+        request: Request<SubmitReportRequest>,
+    ) -> Result<Response<SubmitReportResponse>, Status> {
+        let id = request.into_inner().report.map(|r| r.execution_id).unwrap_or_default();
+        Ok(Response::new(SubmitReportResponse { execution_id: id, ..Default::default() }))
+    }
+
+    async fn submit_reports(
+        &self,
+        request: Request<tonic::Streaming<SubmitReportRequest>>,
+    ) -> Result<Response<SubmitReportsResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut accepted = 0;
+        while stream.message().await?.is_some() {
+            accepted += 1;
+        }
+        Ok(Response::new(SubmitReportsResponse { accepted, ..Default::default() }))
+    }
+
+    async fn submit_report_batch(
+        &self,
+        request: Request<SubmitReportBatchRequest>,
+    ) -> Result<Response<SubmitReportsResponse>, Status> {
+        let accepted = request.into_inner().reports.len() as i64;
+        Ok(Response::new(SubmitReportsResponse { accepted, ..Default::default() }))
+    }
+}
+
+/// Serves the echo service on `listen` and prints `addr=HOST:PORT` once bound.
+pub async fn serve_echo(listen: std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
+    println!("addr={}", listener.local_addr().expect("addr"));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(ReportServiceServer::new(EchoService).max_decoding_message_size(64 << 20))
+        .serve_with_incoming(incoming)
+        .await
+        .expect("echo server");
+}
+
+/// A server in a child process, with its address, CPU time and peak memory readable from /proc.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: String,
+}
+
+impl ServerProcess {
+    /// Starts `program args…` and waits for the line naming its address (`addr=…` or a JSON log
+    /// line with an "addr" field).
+    pub fn start(program: &str, args: &[&str]) -> ServerProcess {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "warn,runwarden=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sent {
+                    continue;
+                }
+                let addr = if let Some(addr) = line.strip_prefix("addr=") {
+                    Some(addr.to_owned())
+                } else if line.contains("runwarden ready") {
+                    serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .and_then(|v| v["addr"].as_str().map(str::to_owned))
+                } else {
+                    None
+                };
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server reports its address");
+        ServerProcess { child, addr }
+    }
+
+    /// User + system CPU seconds used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): utime is the 14th field overall.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// Peak resident memory (VmHWM) in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// Current resident memory (VmRSS) in MB.
+    pub fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The result of one configuration.
+pub struct Run {
+    pub name: String,
+    pub reports: u64,
+    pub elapsed: Duration,
+    /// Per call (a call carries `reports_per_call` reports).
+    pub latencies: Vec<Duration>,
+    pub server_cpu: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
+}
+
+impl Run {
+    pub fn rate(&self) -> f64 {
+        self.reports as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+    }
+}
+
+/// How calls carry reports.
+#[derive(Clone, Copy)]
+pub enum Shape {
+    /// SubmitReport, one report per call.
+    Unary,
+    /// SubmitReportBatch with this many reports.
+    Batch(usize),
+    /// SubmitReports, streams of this many reports.
+    Stream(usize),
+}
+
+/// Drives `client` for `duration` with `in_flight` concurrent callers.
+pub async fn drive(
+    client: ReportServiceClient<Channel>,
+    shape: Shape,
+    in_flight: usize,
+    duration: Duration,
+) -> (u64, Duration, Vec<Duration>) {
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for task in 0..in_flight {
+        let mut client = client.clone();
+        let latencies = latencies.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            let mut local = Vec::new();
+            let mut i = task as u64 * 1_000_000_000;
+            while Instant::now() < deadline {
+                let call = Instant::now();
+                let n = match shape {
+                    Shape::Unary => {
+                        i += 1;
+                        let r = client.submit_report(SubmitReportRequest { report: Some(sample_report(i)) }).await;
+                        r.map(|_| 1)
+                    }
+                    Shape::Batch(n) => {
+                        let reports: Vec<_> = (0..n as u64).map(|k| sample_report(i + k)).collect();
+                        i += n as u64;
+                        client
+                            .submit_report_batch(SubmitReportBatchRequest { reports })
+                            .await
+                            .map(|r| r.into_inner().accepted as u64)
+                    }
+                    Shape::Stream(n) => {
+                        let messages: Vec<_> =
+                            (0..n as u64).map(|k| SubmitReportRequest { report: Some(sample_report(i + k)) }).collect();
+                        i += n as u64;
+                        client
+                            .submit_reports(futures::stream::iter(messages))
+                            .await
+                            .map(|r| r.into_inner().accepted as u64)
+                    }
+                };
+                match n {
+                    Ok(n) => {
+                        sent += n;
+                        local.push(call.elapsed());
+                    }
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(status) => panic!("ingest call failed: {status:?}"),
+                }
+            }
+            latencies.lock().await.extend(local);
+            sent
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("load task");
+    }
+    let elapsed = started.elapsed();
+    let latencies = std::mem::take(&mut *latencies.lock().await);
+    (total, elapsed, latencies)
+}
+
+/// Measures one configuration against `server`.
+pub async fn measure(name: &str, server: &ServerProcess, shape: Shape, in_flight: usize, duration: Duration) -> Run {
+    let channel =
+        Channel::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await.expect("connect");
+    let client =
+        ReportServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    // Warm up (connections, SQLite pages, allocator) before measuring.
+    let _ = drive(client.clone(), shape, in_flight.min(16), Duration::from_millis(300)).await;
+    let cpu_before = server.cpu_seconds();
+    let (reports, elapsed, latencies) = drive(client, shape, in_flight, duration).await;
+    let cpu = (server.cpu_seconds() - cpu_before) / elapsed.as_secs_f64();
+    Run {
+        name: name.to_owned(),
+        reports,
+        elapsed,
+        latencies,
+        server_cpu: Some(cpu),
+        peak_rss_mb: Some(server.peak_rss_mb()),
+    }
+}
+
+/// The storage limit: the same rows inserted straight into the executions table (no server, no
+/// scoring, no rollups), 1,000 per transaction, for `duration`.
+pub async fn raw_inserts(url: &str, duration: Duration) -> Run {
+    use runwarden::store::{Store, StoreOptions, to_micros};
+    use sea_orm::{ConnectionTrait, Statement};
+    let store = Store::connect(url, &StoreOptions::default()).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let backend = store.backend();
+    {
+        let txn = store.begin_write().await.expect("begin");
+        txn.execute_raw(Statement::from_string(
+            backend,
+            "INSERT INTO workers (worker_name, worker_type, first_seen_us, last_seen_us, last_outcome, run_count) \
+             VALUES ('raw_worker', 'analytics', 0, 0, 1, 0)"
+                .to_owned(),
+        ))
+        .await
+        .expect("worker");
+        txn.commit().await.expect("commit");
+    }
+    let worker_id: i64 = store
+        .reader()
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT id FROM workers WHERE worker_name = 'raw_worker'".to_owned(),
+        ))
+        .await
+        .expect("select")
+        .and_then(|row| row.try_get_by_index(0).ok())
+        .expect("worker id");
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut reports = 0u64;
+    let mut i = 0u64;
+    while started.elapsed() < duration {
+        let call = Instant::now();
+        let txn = store.begin_write().await.expect("begin");
+        for chunk in 0..5 {
+            let mut values = Vec::with_capacity(200);
+            let mut params: Vec<sea_orm::Value> = Vec::with_capacity(200 * 3);
+            for k in 0..200u64 {
+                let report = sample_report(i + chunk * 200 + k);
+                let now = to_micros(Utc::now());
+                let n = params.len();
+                let p = |j: usize| match backend {
+                    sea_orm::DbBackend::Postgres => format!("${}", n + j),
+                    _ => "?".to_owned(),
+                };
+                values.push(format!(
+                    "({}, {worker_id}, 1, {now}, {now}, 1200, {now}, 200, 195, 5, {}, 90.0, 100.0, 80.0, 95.0, 91.0, 1, 12, 2, 1, {})",
+                    p(1),
+                    p(2),
+                    p(3)
+                ));
+                params.push(report.execution_id.clone().into());
+                params.push(report.encode_to_vec().into());
+                params.push(report.encode_to_vec().into());
+            }
+            let sql = format!(
+                "INSERT INTO executions (execution_id, worker_id, outcome, started_at_us, completed_at_us, duration_ms, \
+                 received_at_us, records_fetched, records_processed, records_failed, report, score_reliability, \
+                 score_performance, score_data_quality, score_resource_efficiency, score_overall, quality_level, \
+                 time_of_day_utc, day_of_week, execution_number_today, analysis) VALUES {}",
+                values.join(", ")
+            );
+            txn.execute_raw(Statement::from_sql_and_values(backend, sql, params)).await.expect("insert");
+        }
+        txn.commit().await.expect("commit");
+        i += 1000;
+        reports += 1000;
+        latencies.push(call.elapsed());
+    }
+    let elapsed = started.elapsed();
+    store.close().await;
+    Run {
+        name: "raw storage inserts, 1,000 per transaction (no server)".into(),
+        reports,
+        elapsed,
+        latencies,
+        server_cpu: None,
+        peak_rss_mb: None,
+    }
+}

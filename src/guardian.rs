@@ -1,0 +1,397 @@
+//! The stream guardian at run time: the GuardianService operations on durable state, heartbeats
+//! buffered and flushed in batches, and the periodic tick that classifies every stream (pure
+//! logic in [`domain::guardian`](crate::domain::guardian)), saves the decisions and a snapshot,
+//! publishes the status to watchers and reports itself as worker `sse_guardian`.
+//!
+//! With several replicas on PostgreSQL, a tick runs inside a transaction holding an advisory
+//! lock and is skipped when any replica ticked less than 0.9 of an interval ago, so one replica
+//! ticks per interval and another takes over when it stops.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use pbjson_types::{Struct, Value, value::Kind};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use tokio::sync::watch;
+
+use crate::{
+    api::Clock,
+    domain::{
+        guardian::{
+            self, GuardianConfig, GuardianTick, HeartbeatRefusal, StreamState, TrackedStream, validate_stream_id,
+            validate_stream_type,
+        },
+        validation::{to_timestamp, validate_report},
+    },
+    error::Error,
+    proto::v1::{self as pb, GuardianStatus, GuardianWarning},
+    store::{Store, from_micros, ingest::Ingest, streams, to_micros},
+};
+
+/// Key of the advisory lock that makes one replica tick at a time.
+const TICK_LOCK_KEY: i64 = 0x7275_6e77_6172_6402;
+/// How long tick snapshots are kept.
+const SNAPSHOT_RETENTION: TimeDelta = TimeDelta::days(7);
+/// The worker name the guardian reports its ticks as.
+pub const GUARDIAN_WORKER: &str = "sse_guardian";
+
+pub struct Guardian {
+    store: Store,
+    config: GuardianConfig,
+    ingest: Ingest,
+    clock: Arc<dyn Clock>,
+    /// stream id → newest heartbeat (µs) not yet written.
+    heartbeats: std::sync::Mutex<HashMap<String, i64>>,
+    status: watch::Sender<GuardianStatus>,
+}
+
+fn state_to_proto(state: StreamState) -> pb::StreamState {
+    match state {
+        StreamState::Healthy => pb::StreamState::Healthy,
+        StreamState::Stale => pb::StreamState::Stale,
+        StreamState::Orphaned => pb::StreamState::Orphaned,
+        StreamState::Closed => pb::StreamState::Closed,
+    }
+}
+
+impl Guardian {
+    pub async fn new(
+        store: Store,
+        config: GuardianConfig,
+        ingest: Ingest,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Guardian>, Error> {
+        let latest = streams::latest_snapshot(store.reader()).await?.map(|(_, s)| s).unwrap_or_default();
+        let (status, _) = watch::channel(latest);
+        Ok(Arc::new(Guardian { store, config, ingest, clock, heartbeats: Default::default(), status }))
+    }
+
+    pub fn config(&self) -> &GuardianConfig {
+        &self.config
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn to_proto(&self, row: &streams::StreamRow, now: DateTime<Utc>) -> pb::TrackedStream {
+        let mut stream = row.to_domain();
+        if let Some(beat) = self.buffered(&row.stream_id) {
+            stream.last_heartbeat = stream.last_heartbeat.max(from_micros(beat));
+        }
+        let state = guardian::state_of(&stream, now, &self.config);
+        pb::TrackedStream {
+            stream_id: stream.stream_id.clone(),
+            stream_type: stream.stream_type.clone(),
+            owner: stream.owner.clone(),
+            labels: row.labels(),
+            opened_at: Some(to_timestamp(stream.opened_at)),
+            last_heartbeat: Some(to_timestamp(stream.last_heartbeat)),
+            state: state_to_proto(state) as i32,
+            closed_at: stream.closed_at.map(to_timestamp),
+            close_reason: stream.close_reason.clone().unwrap_or_default(),
+            stale_at: Some(to_timestamp(stream.last_heartbeat + self.config.stale_after)),
+        }
+    }
+
+    fn buffered(&self, stream_id: &str) -> Option<i64> {
+        self.heartbeats.lock().ok().and_then(|b| b.get(stream_id).copied())
+    }
+
+    pub async fn open(&self, request: pb::OpenStreamRequest) -> Result<pb::TrackedStream, Error> {
+        let mut violations = Vec::new();
+        let stream_id = if request.stream_id.is_empty() { uuid::Uuid::now_v7().to_string() } else { request.stream_id };
+        if let Err(why) = validate_stream_id(&stream_id) {
+            violations.push(crate::domain::validation::FieldViolation::new("stream_id", why));
+        }
+        if let Err(why) = validate_stream_type(&request.stream_type, &self.config) {
+            violations.push(crate::domain::validation::FieldViolation::new("stream_type", why));
+        }
+        if request.owner.len() > 256 {
+            violations.push(crate::domain::validation::FieldViolation::new("owner", "must be at most 256 bytes"));
+        }
+        if request.labels.len() > 32 || request.labels.iter().any(|(k, v)| k.len() > 64 || v.len() > 256) {
+            violations.push(crate::domain::validation::FieldViolation::new(
+                "labels",
+                "at most 32 labels, keys up to 64 bytes, values up to 256 bytes",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let now = self.now();
+        let stream = TrackedStream::open(stream_id.clone(), request.stream_type, request.owner, now);
+        let txn = self.store.begin_write().await?;
+        let inserted = streams::insert(&txn, &stream, &request.labels).await?;
+        txn.commit().await?;
+        if !inserted {
+            return Err(Error::AlreadyExists(format!(
+                "stream {stream_id:?} is already open; heartbeat it or use a new id"
+            )));
+        }
+        metrics::counter!("runwarden_streams_opened_total", "type" => stream.stream_type.clone()).increment(1);
+        let row = streams::find(self.store.reader(), &stream_id)
+            .await?
+            .ok_or_else(|| Error::internal(format!("stream {stream_id} vanished after insert")))?;
+        Ok(self.to_proto(&row, now))
+    }
+
+    /// Accepts a heartbeat (buffered; written within the flush interval).
+    pub async fn heartbeat(&self, stream_id: &str) -> Result<DateTime<Utc>, Error> {
+        let gone = || Error::NotFound(format!("stream {stream_id:?} is unknown or was cleaned up; open a new one"));
+        let row = streams::find(self.store.reader(), stream_id).await?.ok_or_else(gone)?;
+        let now = self.now();
+        let mut stream = row.to_domain();
+        if let Some(beat) = self.buffered(stream_id) {
+            stream.last_heartbeat = stream.last_heartbeat.max(from_micros(beat));
+        }
+        guardian::heartbeat(&mut stream, now, &self.config).map_err(|refusal| match refusal {
+            HeartbeatRefusal::Closed => Error::NotFound(format!("stream {stream_id:?} is closed; open a new one")),
+            HeartbeatRefusal::Orphaned => {
+                Error::NotFound(format!("stream {stream_id:?} was declared orphaned; open a new one"))
+            }
+        })?;
+        if let Ok(mut buffer) = self.heartbeats.lock() {
+            let at = to_micros(stream.last_heartbeat);
+            let slot = buffer.entry(stream_id.to_owned()).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+        Ok(stream.last_heartbeat + self.config.stale_after)
+    }
+
+    pub async fn close(&self, stream_id: &str, reason: &str) -> Result<pb::TrackedStream, Error> {
+        let txn = self.store.begin_write().await?;
+        let row = streams::find(&txn, stream_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("stream {stream_id:?} is unknown or was cleaned up")))?;
+        let now = self.now();
+        let row = if row.closed_at_us.is_none() {
+            streams::close(&txn, row, to_micros(now), &reason.chars().take(512).collect::<String>()).await?
+        } else {
+            row
+        };
+        txn.commit().await?;
+        Ok(self.to_proto(&row, now))
+    }
+
+    /// Up to `limit` streams by id after `after`. The state filter applies to the state as of
+    /// now (heartbeats since the last tick included), not to the last tick's.
+    pub async fn list(
+        &self,
+        state: Option<StreamState>,
+        stream_type: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<pb::TrackedStream>, Error> {
+        let now = self.now();
+        let wanted = state.map(|s| state_to_proto(s) as i32);
+        let mut out = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        loop {
+            let rows = streams::list(self.store.reader(), None, stream_type, cursor.as_deref(), 500).await?;
+            let Some(last) = rows.last() else { return Ok(out) };
+            cursor = Some(last.stream_id.clone());
+            for row in &rows {
+                let stream = self.to_proto(row, now);
+                if wanted.is_none_or(|w| stream.state == w) {
+                    out.push(stream);
+                    if out.len() as u64 >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if rows.len() < 500 {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The latest tick's status.
+    pub fn status(&self) -> GuardianStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<GuardianStatus> {
+        self.status.subscribe()
+    }
+
+    /// Writes the buffered heartbeats in one transaction.
+    pub async fn flush_heartbeats(&self) -> Result<usize, Error> {
+        let beats = match self.heartbeats.lock() {
+            Ok(mut buffer) => std::mem::take(&mut *buffer),
+            Err(_) => return Ok(0),
+        };
+        if beats.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.store.begin_write().await?;
+        streams::apply_heartbeats(&txn, &beats).await?;
+        txn.commit().await?;
+        Ok(beats.len())
+    }
+
+    /// One tick: `Ok(None)` when another replica holds the tick. Reports itself as a run of
+    /// `sse_guardian` either way it ends.
+    pub async fn run_once(&self) -> Result<Option<GuardianTick>, Error> {
+        let started = Instant::now();
+        let now = self.now();
+        let result = self.tick(now).await;
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(Some((tick, status))) => {
+                for warning in &tick.warnings {
+                    tracing::warn!(
+                        kind = warning.kind.as_str(),
+                        value = warning.value,
+                        threshold = warning.threshold,
+                        "guardian: {}",
+                        warning.message
+                    );
+                }
+                metrics::gauge!("runwarden_guardian_active_streams").set(tick.metrics.active_streams as f64);
+                metrics::gauge!("runwarden_guardian_orphaned_streams").set(tick.metrics.orphaned_streams as f64);
+                metrics::histogram!("runwarden_guardian_tick_seconds").record(elapsed.as_secs_f64());
+                self.status.send_replace(status.clone());
+                self.report(now, elapsed, Some(status), None).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "guardian tick failed");
+                self.report(now, elapsed, None, Some(e.to_string())).await;
+            }
+        }
+        result.map(|r| r.map(|(tick, _)| tick))
+    }
+
+    async fn tick(&self, now: DateTime<Utc>) -> Result<Option<(GuardianTick, GuardianStatus)>, Error> {
+        let started = Instant::now();
+        self.flush_heartbeats().await?;
+        let txn = self.store.begin_write().await?;
+        if self.store.backend() == DbBackend::Postgres {
+            let locked = txn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SELECT pg_try_advisory_xact_lock({TICK_LOCK_KEY})"),
+                ))
+                .await?
+                .and_then(|row| row.try_get_by_index::<bool>(0).ok())
+                .unwrap_or(false);
+            if !locked {
+                txn.commit().await?;
+                return Ok(None);
+            }
+        }
+        // Another replica (or this one) already ticked in this interval.
+        let recent = TimeDelta::from_std(self.config.tick_interval.mul_f64(0.9)).unwrap_or(TimeDelta::zero());
+        if let Some((at_us, _)) = streams::latest_snapshot(&txn).await?
+            && at_us > to_micros(now - recent)
+            && at_us <= to_micros(now)
+        {
+            txn.commit().await?;
+            return Ok(None);
+        }
+        let rows = streams::all(&txn).await?;
+        let previous: HashMap<String, StreamState> =
+            rows.iter().filter_map(|r| streams::state_from_code(r.state).map(|s| (r.stream_id.clone(), s))).collect();
+        let tracked: Vec<TrackedStream> = rows.iter().map(streams::StreamRow::to_domain).collect();
+        let tick = guardian::classify(&tracked, &previous, now, &self.config);
+        let changes: Vec<(String, StreamState, Option<i64>)> =
+            tick.transitions.iter().map(|t| (t.stream_id.clone(), t.to, t.orphaned_at.map(to_micros))).collect();
+        streams::apply_tick(&txn, &changes, &tick.remove).await?;
+        let m = &tick.metrics;
+        let status = GuardianStatus {
+            at: Some(to_timestamp(now)),
+            active_streams: m.active_streams as i64,
+            healthy_streams: m.healthy_streams as i64,
+            stale_streams: m.stale_streams as i64,
+            orphaned_streams: m.orphaned_streams as i64,
+            cleaned_streams: m.cleaned_streams as i64,
+            orphan_rate: m.orphan_rate,
+            orphaned_by_type: m.orphaned_by_type.iter().map(|(k, v)| (k.clone(), *v as i64)).collect(),
+            warnings: tick
+                .warnings
+                .iter()
+                .map(|w| GuardianWarning {
+                    kind: w.kind.as_str().to_owned(),
+                    value: w.value,
+                    threshold: w.threshold,
+                    message: w.message.clone(),
+                })
+                .collect(),
+            tick_duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        streams::insert_snapshot(&txn, to_micros(now), &status).await?;
+        streams::prune_snapshots(&txn, to_micros(now - SNAPSHOT_RETENTION)).await?;
+        txn.commit().await?;
+        Ok(Some((tick, status)))
+    }
+
+    /// Reports a tick as a run of `sse_guardian` through the ordinary ingest path.
+    async fn report(
+        &self,
+        now: DateTime<Utc>,
+        elapsed: std::time::Duration,
+        status: Option<&GuardianStatus>,
+        error: Option<String>,
+    ) {
+        let number = |n: f64| Value { kind: Some(Kind::NumberValue(n)) };
+        let custom_metrics = status.map(|s| {
+            let mut fields = std::collections::BTreeMap::new();
+            fields.insert("active_streams".to_owned(), number(s.active_streams as f64));
+            fields.insert("healthy_streams".to_owned(), number(s.healthy_streams as f64));
+            fields.insert("stale_streams".to_owned(), number(s.stale_streams as f64));
+            fields.insert("orphaned_streams".to_owned(), number(s.orphaned_streams as f64));
+            fields.insert("cleaned_streams".to_owned(), number(s.cleaned_streams as f64));
+            fields.insert("orphan_rate".to_owned(), number(s.orphan_rate));
+            let by_type = s.orphaned_by_type.iter().map(|(k, v)| (k.clone(), number(*v as f64))).collect();
+            fields.insert(
+                "orphaned_by_type".to_owned(),
+                Value { kind: Some(Kind::StructValue(Struct { fields: by_type })) },
+            );
+            fields.insert("warnings".to_owned(), number(s.warnings.len() as f64));
+            Struct { fields: fields.into_iter().collect() }
+        });
+        let report = pb::ExecutionReport {
+            worker_name: GUARDIAN_WORKER.to_owned(),
+            worker_type: "sse".to_owned(),
+            started_at: Some(to_timestamp(now)),
+            duration_ms: Some(elapsed.as_millis() as i64),
+            outcome: if error.is_some() { pb::Outcome::Failed } else { pb::Outcome::Success } as i32,
+            error_message: error.unwrap_or_default(),
+            custom_metrics,
+            ..Default::default()
+        };
+        let received = self.now().max(now + TimeDelta::from_std(elapsed).unwrap_or_default());
+        match validate_report(Some(report), received) {
+            Ok(valid) => {
+                if let Err(e) = self.ingest.submit(valid, received).await {
+                    tracing::warn!(error = %e, "cannot store the guardian's own report");
+                }
+            }
+            Err(violations) => tracing::error!(?violations, "the guardian's own report is invalid"),
+        }
+    }
+}
+
+/// Ticks every `tick_interval` and flushes heartbeats four times a second until `stop` fires.
+pub async fn run(guardian: Arc<Guardian>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(guardian.config.tick_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {
+                let _ = guardian.run_once().await;
+            }
+            _ = flush.tick() => {
+                if let Err(e) = guardian.flush_heartbeats().await {
+                    tracing::warn!(error = %e, "cannot write heartbeats");
+                }
+            }
+        }
+    }
+    if let Err(e) = guardian.flush_heartbeats().await {
+        tracing::warn!(error = %e, "cannot write the last heartbeats");
+    }
+}
