@@ -358,9 +358,20 @@ pub async fn write_batch(
         let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
         executions::Entity::insert_many(chunk).exec_without_returning(&txn).await?;
     }
-    for name in touched.keys() {
-        if let Some(worker) = worker_rows.remove(name) {
-            worker.into_active_model().reset_all().update(&txn).await?;
+    // One upsert writes back every worker the batch touched.
+    let touched_rows: Vec<_> =
+        touched.keys().filter_map(|name| worker_rows.remove(name)).map(|w| w.into_active_model()).collect();
+    {
+        use sea_orm::{Iterable, sea_query::OnConflict};
+        let values: Vec<workers::Column> =
+            workers::Column::iter().filter(|c| !matches!(c, workers::Column::Id)).collect();
+        let mut pending = touched_rows.into_iter().peekable();
+        while pending.peek().is_some() {
+            let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK / 2).collect();
+            workers::Entity::insert_many(chunk)
+                .on_conflict(OnConflict::column(workers::Column::Id).update_columns(values.iter().copied()).to_owned())
+                .exec_without_returning(&txn)
+                .await?;
         }
     }
     txn.commit().await?;

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use prost::Message;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
 };
 
 use super::{
@@ -99,11 +99,11 @@ fn to_model((worker_id, period, start_us): RollupKey, r: &Rollup) -> worker_roll
 /// folded in memory, then written back.
 #[derive(Default)]
 pub struct PendingRollups {
-    rows: HashMap<RollupKey, (Rollup, bool)>,
+    rows: HashMap<RollupKey, Rollup>,
 }
 
 impl PendingRollups {
-    /// Loads the existing rows for `keys` (the bool marks rows that already exist).
+    /// Loads the existing rows for `keys`.
     pub async fn load(db: &impl ConnectionTrait, keys: &[RollupKey]) -> Result<PendingRollups, DbErr> {
         let mut rows = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(200) {
@@ -118,7 +118,7 @@ impl PendingRollups {
             }
             for model in worker_rollups::Entity::find().filter(any).all(db).await? {
                 let (key, rollup) = to_domain(model)?;
-                rows.insert(key, (rollup, true));
+                rows.insert(key, rollup);
             }
         }
         Ok(PendingRollups { rows })
@@ -128,7 +128,7 @@ impl PendingRollups {
     pub fn observe(&mut self, worker_id: i64, facts: &ExecutionFacts) {
         for period in Period::ALL {
             let key = (worker_id, period, period.start(facts.started_at_us));
-            self.rows.entry(key).or_insert_with(|| (Rollup::default(), false)).0.observe(facts);
+            self.rows.entry(key).or_default().observe(facts);
         }
     }
 
@@ -137,23 +137,29 @@ impl PendingRollups {
         Period::ALL.into_iter().map(move |p| (worker_id, p, p.start(started_at_us)))
     }
 
+    /// Writes every touched row back with one upsert statement per chunk: new rows are inserted,
+    /// existing ones get the values folded here (never a read-modify-write in SQL).
     pub async fn save(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
-        let mut inserts = Vec::new();
-        for (key, (rollup, exists)) in self.rows {
-            let model = to_model(key, &rollup);
-            if exists {
-                model.into_active_model().reset_all().update(db).await?;
-            } else {
-                inserts.push(model.into_active_model());
-            }
-        }
-        let mut pending = inserts.into_iter().peekable();
-        while pending.peek().is_some() {
-            let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
-            worker_rollups::Entity::insert_many(chunk).exec_without_returning(db).await?;
-        }
-        Ok(())
+        let models: Vec<_> =
+            self.rows.into_iter().map(|(key, rollup)| to_model(key, &rollup).into_active_model()).collect();
+        upsert(db, models).await
     }
+}
+
+async fn upsert(db: &impl ConnectionTrait, models: Vec<worker_rollups::ActiveModel>) -> Result<(), DbErr> {
+    use sea_orm::{Iterable, sea_query::OnConflict};
+    use worker_rollups::Column as C;
+    let key = [C::WorkerId, C::Period, C::StartUs];
+    let values: Vec<C> = C::iter().filter(|c| !matches!(c, C::WorkerId | C::Period | C::StartUs)).collect();
+    let mut pending = models.into_iter().peekable();
+    while pending.peek().is_some() {
+        let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
+        worker_rollups::Entity::insert_many(chunk)
+            .on_conflict(OnConflict::columns(key).update_columns(values.iter().copied()).to_owned())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Every rollup row, keyed, for comparisons (tests, `rollup verify`).
@@ -194,12 +200,7 @@ pub async fn rebuild(store: &Store) -> Result<u64, DbErr> {
         }
         read += rows.len() as u64;
     }
-    let models: Vec<_> = rollups.iter().map(|(key, r)| to_model(*key, r).into_active_model()).collect();
-    let mut pending = models.into_iter().peekable();
-    while pending.peek().is_some() {
-        let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
-        worker_rollups::Entity::insert_many(chunk).exec_without_returning(&txn).await?;
-    }
+    upsert(&txn, rollups.iter().map(|(key, r)| to_model(*key, r).into_active_model()).collect()).await?;
     txn.commit().await?;
     Ok(read)
 }
