@@ -21,9 +21,9 @@ use crate::{
     domain::validation::to_timestamp,
     error::Error,
     proto::v1::{
-        ExecutionReport, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest, GetWorkerStatsRequest,
-        ListExecutionsRequest, ListStreamsRequest, ListWorkersRequest, Outcome, StatsWindow, StreamState,
-        SubmitReportBatchRequest, SubmitReportRequest,
+        AnomalyKind, ExecutionReport, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest,
+        GetWorkerStatsRequest, ListAnomaliesRequest, ListExecutionsRequest, ListStreamsRequest, ListWorkersRequest,
+        Outcome, StatsWindow, StreamState, SubmitReportBatchRequest, SubmitReportRequest,
     },
 };
 
@@ -44,6 +44,7 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/orchestrator/workers/{worker_name}/stats", get(get_worker_stats))
         .route("/api/v1/orchestrator/executions/{execution_id}", get(get_execution))
         .route("/api/v1/orchestrator/data-quality/summary", get(get_data_quality_summary))
+        .route("/api/v1/orchestrator/anomalies", get(list_anomalies))
         .route("/api/v1/orchestrator/guardian", get(get_guardian_status))
         .route("/api/v1/orchestrator/guardian/streams", get(list_streams))
         .with_state(state)
@@ -198,6 +199,39 @@ async fn get_data_quality_summary(
         until: params.time("until")?,
     };
     Ok(ProtoJson(state.query.get_data_quality_summary(request).await?).into_response())
+}
+
+/// `?worker_name=&kind=DURATION_SPIKE&since=&open_only=true&limit=&page_token=`
+async fn list_anomalies(
+    State(state): State<RestState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let params = Params(params);
+    let kind = match params.0.get("kind") {
+        None => 0,
+        Some(v) => {
+            let upper = v.to_ascii_uppercase();
+            let full = if upper.starts_with("ANOMALY_KIND_") { upper } else { format!("ANOMALY_KIND_{upper}") };
+            match AnomalyKind::from_str_name(&full) {
+                Some(k) if k != AnomalyKind::Unspecified => k as i32,
+                _ => return Err(Error::invalid("kind", format!("unknown anomaly kind {v:?}"))),
+            }
+        }
+    };
+    let open_only = match params.0.get("open_only").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(v) => return Err(Error::invalid("open_only", format!("must be true or false, got {v:?}"))),
+    };
+    let request = ListAnomaliesRequest {
+        worker_name: params.text("worker_name"),
+        kind,
+        since: params.time("since")?,
+        open_only,
+        limit: params.int("limit")?,
+        page_token: params.text("page_token"),
+    };
+    Ok(ProtoJson(state.query.list_anomalies(request).await?).into_response())
 }
 
 async fn get_guardian_status(State(state): State<RestState>) -> Result<Response, Error> {

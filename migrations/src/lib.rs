@@ -8,6 +8,7 @@ mod m20261128_000001_initial;
 mod m20261128_000002_scores_and_learning;
 mod m20261128_000003_worker_rollups;
 mod m20261128_000004_guardian;
+mod m20261128_000005_anomalies;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_scores_and_learning::Migration),
             Box::new(m20261128_000003_worker_rollups::Migration),
             Box::new(m20261128_000004_guardian::Migration),
+            Box::new(m20261128_000005_anomalies::Migration),
         ]
     }
 }

@@ -18,8 +18,9 @@ use crate::{
     error::Error,
     proto::v1::{
         DataQualitySummary, Execution, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest,
-        GetWorkerStatsRequest, ListExecutionsRequest, ListExecutionsResponse, ListWorkersRequest, ListWorkersResponse,
-        Outcome, QualityLevel, WatchExecutionsRequest, Worker, WorkerStats, query_service_server::QueryService,
+        GetWorkerStatsRequest, ListAnomaliesRequest, ListAnomaliesResponse, ListExecutionsRequest,
+        ListExecutionsResponse, ListWorkersRequest, ListWorkersResponse, Outcome, QualityLevel, WatchExecutionsRequest,
+        Worker, WorkerStats, query_service_server::QueryService,
     },
     store::{
         executions::{self, ExecutionFilter},
@@ -247,6 +248,13 @@ impl QueryApi {
 #[tonic::async_trait]
 impl QueryService for QueryApi {
     type WatchExecutionsStream = LiveStream<Execution>;
+
+    async fn list_anomalies(
+        &self,
+        request: Request<ListAnomaliesRequest>,
+    ) -> Result<Response<ListAnomaliesResponse>, Status> {
+        Ok(Response::new(QueryApi::list_anomalies(self, request.into_inner()).await?))
+    }
 
     async fn watch_executions(
         &self,

@@ -4,10 +4,14 @@
 //! Domain code may use the generated contract types (`crate::proto`), never `store` or `api`.
 
 pub mod analysis;
+pub mod anomaly;
+pub mod cron;
 pub mod guardian;
+pub mod insights;
 pub mod learning;
 pub mod page_token;
 pub mod rollup;
+pub mod schedule;
 pub mod scoring;
 pub mod sketch;
 pub mod validation;

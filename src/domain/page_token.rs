@@ -18,6 +18,7 @@ pub struct WorkerCursor {
 }
 
 const EXECUTIONS: &str = "e1";
+const ANOMALIES: &str = "a1";
 const WORKERS: &str = "w1";
 /// Longer tokens are never produced here, so they are rejected before decoding.
 const MAX_TOKEN_LEN: usize = 512;
@@ -58,6 +59,25 @@ impl WorkerCursor {
     }
 }
 
+/// Where the next page of anomalies starts: strictly before this id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnomalyCursor {
+    pub id: i64,
+}
+
+impl AnomalyCursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{ANOMALIES}:{}", self.id))
+    }
+
+    pub fn decode(token: &str) -> Result<Self, &'static str> {
+        match decode_text(token)?.split_once(':') {
+            Some((ANOMALIES, id)) => Ok(AnomalyCursor { id: id.parse().map_err(|_| INVALID)? }),
+            _ => Err(INVALID),
+        }
+    }
+}
+
 fn decode_text(token: &str) -> Result<String, &'static str> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(INVALID);
@@ -85,7 +105,13 @@ mod tests {
         }
 
         #[test]
+        fn anomaly_cursor_round_trips(id in any::<i64>()) {
+            prop_assert_eq!(AnomalyCursor::decode(&AnomalyCursor { id }.encode()), Ok(AnomalyCursor { id }));
+        }
+
+        #[test]
         fn arbitrary_text_never_panics(token in ".{0,600}") {
+            let _ = AnomalyCursor::decode(&token);
             let _ = ExecutionCursor::decode(&token);
             let _ = WorkerCursor::decode(&token);
         }

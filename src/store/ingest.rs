@@ -21,6 +21,7 @@ use tokio::{
 
 use super::{
     Store,
+    anomalies::{NewAnomaly, decode_recent, encode_recent, insert as insert_anomalies, resolve as resolve_anomalies},
     entities::{executions, workers},
     executions::existing_ids,
     rollups::PendingRollups,
@@ -29,13 +30,14 @@ use super::{
 use crate::{
     domain::{
         analysis::analyze,
+        anomaly::{AnomalyConfig, RUN_LEVEL_KINDS, RunSample, detect, resolves},
         learning::WorkerRunningState,
         rollup::ExecutionFacts,
         scoring::ScoringConfig,
         validation::{ValidReport, to_timestamp},
     },
     error::Error,
-    proto::v1::{Analysis, Execution},
+    proto::v1::{Analysis, Execution, Outcome},
 };
 
 /// Rows per INSERT statement: well under SQLite's and PostgreSQL's bound-parameter limits.
@@ -284,6 +286,8 @@ pub async fn write_batch(
 
     let mut worker_rows = load_workers(&txn, store.backend(), jobs, &new_indices).await?;
     let mut touched: HashMap<String, bool> = HashMap::new();
+    let mut recent: HashMap<i64, Vec<RunSample>> = HashMap::new();
+    let mut book = AnomalyBook::default();
     let mut rows = Vec::with_capacity(new_indices.len());
     let mut facts = Vec::with_capacity(new_indices.len());
     for &i in &new_indices {
@@ -311,6 +315,8 @@ pub async fn write_batch(
         let analysis = analyze(job, &mut state, scoring);
         store_running_state(worker, &state);
         observe_run(worker, job, &analysis);
+        let history = recent.entry(worker.id).or_insert_with(|| decode_recent(worker.recent_runs.as_deref()));
+        book.observe(worker.id, history, run_sample(job, &analysis), &job.report.execution_id);
         let scores = analysis.scores.unwrap_or_default();
         facts.push((worker.id, ExecutionFacts::from_report(&job.report, &scores, to_micros(job.started_at))));
         touched.entry(name.clone()).or_insert(false);
@@ -358,6 +364,17 @@ pub async fn write_batch(
         let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
         executions::Entity::insert_many(chunk).exec_without_returning(&txn).await?;
     }
+    // Anomalies: close what this batch's runs resolved, then record what they opened.
+    for ((worker_id, kind), at_us) in &book.resolve_existing {
+        resolve_anomalies(&txn, *worker_id, kind, *at_us).await?;
+    }
+    insert_anomalies(&txn, &book.opened).await?;
+    for worker in worker_rows.values_mut() {
+        if let Some(history) = recent.get(&worker.id) {
+            worker.recent_runs = Some(encode_recent(history));
+        }
+    }
+
     // One upsert writes back every worker the batch touched.
     let touched_rows: Vec<_> =
         touched.keys().filter_map(|name| worker_rows.remove(name)).map(|w| w.into_active_model()).collect();
@@ -400,6 +417,71 @@ async fn load_workers(
         }
     }
     Ok(rows)
+}
+
+/// A stored run as anomaly detection sees it.
+fn run_sample(job: &ValidReport, analysis: &Analysis) -> RunSample {
+    let data = job.report.data_verification.clone().unwrap_or_default();
+    let resources = job.report.resource_metrics.unwrap_or_default();
+    let scores = analysis.scores.unwrap_or_default();
+    RunSample {
+        started_at: job.started_at,
+        outcome_success: job.outcome == Outcome::Success,
+        outcome_failed: matches!(job.outcome, Outcome::Failed | Outcome::Timeout),
+        skipped: job.outcome == Outcome::Skipped,
+        duration_ms: job.duration_ms as f64,
+        overall_score: scores.overall,
+        data_quality_score: scores.data_quality,
+        memory_peak_mb: resources.memory_peak_mb,
+        cpu_percent_avg: resources.cpu_percent_avg,
+        records_processed: data.records_processed as f64,
+        api_rate_limited: data.api_rate_limited,
+        api_quota_remaining: data.api_quota_remaining.map(|q| q as f64),
+    }
+}
+
+/// What a batch's runs opened and resolved, decided in storage order so a spike followed by a
+/// normal run in the same batch is opened and resolved.
+#[derive(Default)]
+struct AnomalyBook {
+    config: AnomalyConfig,
+    opened: Vec<NewAnomaly>,
+    /// (worker, kind) → the first run in this batch that resolved anomalies opened before it.
+    resolve_existing: HashMap<(i64, &'static str), i64>,
+}
+
+impl AnomalyBook {
+    fn observe(&mut self, worker_id: i64, history: &mut Vec<RunSample>, run: RunSample, execution_id: &str) {
+        let findings = detect(history, &run, &self.config);
+        let at = to_micros(run.started_at);
+        for kind in RUN_LEVEL_KINDS {
+            if resolves(kind, &run, &findings, &self.config) {
+                self.resolve_existing.entry((worker_id, kind.as_str())).or_insert(at);
+                for open in self.opened.iter_mut().filter(|a| a.worker_id == worker_id && a.finding.kind == kind) {
+                    open.resolved_at_us.get_or_insert(at);
+                }
+            }
+        }
+        for finding in findings {
+            tracing::info!(
+                worker_id,
+                kind = finding.kind.as_str(),
+                severity = finding.severity.as_str(),
+                detail = %finding.evidence.detail,
+                "anomaly"
+            );
+            self.opened.push(NewAnomaly {
+                worker_id,
+                finding,
+                opened_at_us: at,
+                resolved_at_us: None,
+                execution_id: execution_id.to_owned(),
+            });
+        }
+        history.push(run);
+        let excess = history.len().saturating_sub(self.config.window);
+        history.drain(..excess);
+    }
 }
 
 /// The learning state kept in a worker's row.
@@ -492,6 +574,7 @@ mod tests {
             runs_today_day: None,
             last_overall_score: 0.0,
             last_quality_level: 0,
+            recent_runs: None,
         };
         // An older run arriving late changes the count and first_seen, not the last outcome.
         observe_run(&mut worker, &valid(Outcome::Failed, 50, 60), &Analysis::default());

@@ -355,6 +355,7 @@ pub async fn raw_inserts(url: &str, duration: Duration) -> Run {
     while started.elapsed() < duration {
         let call = Instant::now();
         let txn = store.begin_write().await.expect("begin");
+        // Five statements of 200 rows, as the writer chunks them.
         for chunk in 0..5 {
             let mut values = Vec::with_capacity(200);
             let mut params: Vec<sea_orm::Value> = Vec::with_capacity(200 * 3);

@@ -1,6 +1,7 @@
 //! sea-orm entities, one per table. Columns mirror the migrations; times are microseconds since
 //! the Unix epoch (UTC).
 
+pub mod anomalies;
 pub mod executions;
 pub mod guardian_snapshots;
 pub mod streams;

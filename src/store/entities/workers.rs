@@ -26,6 +26,8 @@ pub struct Model {
     pub runs_today_day: Option<i32>,
     pub last_overall_score: f64,
     pub last_quality_level: i32,
+    /// JSON array of the latest runs anomaly detection compares a new run with.
+    pub recent_runs: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,163 @@
+//! Queries on `anomalies`, and the per-worker window of recent runs that detection compares each
+//! new run with (kept as JSON in the worker's row, so detection needs no extra read).
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
+};
+use serde::{Deserialize, Serialize};
+
+use super::entities::anomalies;
+use crate::domain::anomaly::{Finding, RunSample};
+
+pub use anomalies::Model as AnomalyRow;
+
+/// The stored form of a [`RunSample`].
+#[derive(Serialize, Deserialize)]
+struct StoredRun {
+    t: i64,
+    ok: bool,
+    failed: bool,
+    skipped: bool,
+    ms: f64,
+    overall: f64,
+    quality: f64,
+    mem: Option<f64>,
+    cpu: Option<f64>,
+    records: f64,
+    limited: bool,
+    quota: Option<f64>,
+}
+
+/// The recent runs kept in a worker's row, oldest first; an unreadable value starts afresh.
+pub fn decode_recent(json: Option<&str>) -> Vec<RunSample> {
+    let stored: Vec<StoredRun> = json.and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+    stored
+        .into_iter()
+        .map(|r| RunSample {
+            started_at: super::from_micros(r.t),
+            outcome_success: r.ok,
+            outcome_failed: r.failed,
+            skipped: r.skipped,
+            duration_ms: r.ms,
+            overall_score: r.overall,
+            data_quality_score: r.quality,
+            memory_peak_mb: r.mem,
+            cpu_percent_avg: r.cpu,
+            records_processed: r.records,
+            api_rate_limited: r.limited,
+            api_quota_remaining: r.quota,
+        })
+        .collect()
+}
+
+pub fn encode_recent(runs: &[RunSample]) -> String {
+    let stored: Vec<StoredRun> = runs
+        .iter()
+        .map(|r| StoredRun {
+            t: super::to_micros(r.started_at),
+            ok: r.outcome_success,
+            failed: r.outcome_failed,
+            skipped: r.skipped,
+            ms: r.duration_ms,
+            overall: r.overall_score,
+            quality: r.data_quality_score,
+            mem: r.memory_peak_mb,
+            cpu: r.cpu_percent_avg,
+            records: r.records_processed,
+            limited: r.api_rate_limited,
+            quota: r.api_quota_remaining,
+        })
+        .collect();
+    serde_json::to_string(&stored).unwrap_or_else(|_| "[]".into())
+}
+
+/// An anomaly found in this batch, not yet written.
+pub struct NewAnomaly {
+    pub worker_id: i64,
+    pub finding: Finding,
+    pub opened_at_us: i64,
+    pub resolved_at_us: Option<i64>,
+    pub execution_id: String,
+}
+
+fn evidence_json(f: &Finding) -> String {
+    serde_json::json!({
+        "value": f.evidence.value,
+        "baseline_median": f.evidence.baseline_median,
+        "mad": f.evidence.mad,
+        "threshold": f.evidence.threshold,
+        "window": f.evidence.window,
+        "detail": f.evidence.detail,
+    })
+    .to_string()
+}
+
+pub async fn insert(db: &impl ConnectionTrait, new: &[NewAnomaly]) -> Result<(), DbErr> {
+    for chunk in new.chunks(100) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|a| anomalies::ActiveModel {
+                worker_id: Set(a.worker_id),
+                kind: Set(a.finding.kind.as_str().to_owned()),
+                severity: Set(a.finding.severity.as_str().to_owned()),
+                evidence: Set(evidence_json(&a.finding)),
+                opened_at_us: Set(a.opened_at_us),
+                resolved_at_us: Set(a.resolved_at_us),
+                execution_id: Set(Some(a.execution_id.clone())),
+                ..Default::default()
+            })
+            .collect();
+        anomalies::Entity::insert_many(rows).exec_without_returning(db).await?;
+    }
+    Ok(())
+}
+
+/// Resolves the worker's open anomalies of `kind` opened before `at_us`.
+pub async fn resolve(db: &impl ConnectionTrait, worker_id: i64, kind: &str, at_us: i64) -> Result<u64, DbErr> {
+    Ok(anomalies::Entity::update_many()
+        .col_expr(anomalies::Column::ResolvedAtUs, Expr::value(at_us))
+        .filter(anomalies::Column::WorkerId.eq(worker_id))
+        .filter(anomalies::Column::Kind.eq(kind))
+        .filter(anomalies::Column::ResolvedAtUs.is_null())
+        .filter(anomalies::Column::OpenedAtUs.lte(at_us))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
+/// What to list.
+#[derive(Debug, Default, Clone)]
+pub struct AnomalyFilter {
+    pub worker_id: Option<i64>,
+    pub kind: Option<String>,
+    pub since_us: Option<i64>,
+    pub open_only: bool,
+}
+
+/// Newest first (by id), strictly before `before_id`.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    filter: &AnomalyFilter,
+    before_id: Option<i64>,
+    limit: u64,
+) -> Result<Vec<AnomalyRow>, DbErr> {
+    use anomalies::Column as C;
+    let mut query = anomalies::Entity::find().order_by_desc(C::Id).limit(limit);
+    if let Some(w) = filter.worker_id {
+        query = query.filter(C::WorkerId.eq(w));
+    }
+    if let Some(k) = &filter.kind {
+        query = query.filter(C::Kind.eq(k.as_str()));
+    }
+    if let Some(since) = filter.since_us {
+        query = query.filter(C::OpenedAtUs.gte(since));
+    }
+    if filter.open_only {
+        query = query.filter(C::ResolvedAtUs.is_null());
+    }
+    if let Some(before) = before_id {
+        query = query.filter(C::Id.lt(before));
+    }
+    query.all(db).await
+}
