@@ -3,9 +3,7 @@
 
 use std::collections::HashSet;
 
-use runwarden::proto::v1::{
-    ExecutionReport, ListExecutionsRequest, SubmitReportBatchRequest, SubmitReportRequest, SubmitReportsResponse,
-};
+use runwarden::proto::v1::{ExecutionReport, SubmitReportBatchRequest, SubmitReportRequest, SubmitReportsResponse};
 use serde_json::Value;
 use tonic::Code;
 
@@ -21,22 +19,7 @@ backend_tests!(
 );
 
 async fn stored_ids(app: &TestApp) -> HashSet<String> {
-    let mut ids = HashSet::new();
-    let mut token = String::new();
-    loop {
-        let page = app
-            .query
-            .clone()
-            .list_executions(ListExecutionsRequest { limit: 500, page_token: token.clone(), ..Default::default() })
-            .await
-            .expect("list")
-            .into_inner();
-        ids.extend(page.executions.into_iter().map(|e| e.execution_id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        token = page.next_page_token;
-    }
+    app.all_execution_ids().await.into_iter().collect()
 }
 
 async fn batch_stores_the_good_and_reports_the_bad(backend: Backend) {

@@ -207,6 +207,30 @@ impl TestApp {
         self.db.take().expect("database")
     }
 
+    /// Every stored execution id, newest first, walking ListExecutions page by page.
+    pub async fn all_execution_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .query
+                .clone()
+                .list_executions(runwarden::proto::v1::ListExecutionsRequest {
+                    limit: 500,
+                    page_token: token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("list")
+                .into_inner();
+            ids.extend(page.executions.into_iter().map(|e| e.execution_id));
+            if page.next_page_token.is_empty() {
+                return ids;
+            }
+            token = page.next_page_token;
+        }
+    }
+
     /// Submits a report over gRPC.
     pub async fn submit(&self, report: ExecutionReport) -> Result<SubmitReportResponse, tonic::Status> {
         self.report.clone().submit_report(SubmitReportRequest { report: Some(report) }).await.map(|r| r.into_inner())

@@ -8,12 +8,12 @@ use std::{
     time::Duration,
 };
 
-use runwarden::proto::v1::{ListExecutionsRequest, SubmitReportRequest, report_service_client::ReportServiceClient};
+use runwarden::proto::v1::{SubmitReportRequest, report_service_client::ReportServiceClient};
 use tonic::transport::Channel;
 
 use crate::{
     backend_tests,
-    helpers::{Backend, TestApp, TestDatabase, report_at, spawn_app, spawn_app_with},
+    helpers::{Backend, TestDatabase, report_at, spawn_app, spawn_app_with},
 };
 
 backend_tests!(
@@ -21,25 +21,6 @@ backend_tests!(
     sigterm_under_load_loses_no_acked_report,
     sigkill_under_load_loses_no_acked_report
 );
-
-async fn all_execution_ids(app: &TestApp) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = app
-            .query
-            .clone()
-            .list_executions(ListExecutionsRequest { limit: 500, page_token: token.clone(), ..Default::default() })
-            .await
-            .expect("list")
-            .into_inner();
-        ids.extend(page.executions.into_iter().map(|e| e.execution_id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        token = page.next_page_token;
-    }
-}
 
 async fn data_survives_a_restart(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -51,7 +32,7 @@ async fn data_survives_a_restart(backend: Backend) {
     }
     let db = app.stop().await;
     let app = spawn_app_with(db, |_| {}).await;
-    let ids: HashSet<String> = all_execution_ids(&app).await.into_iter().collect();
+    let ids: HashSet<String> = app.all_execution_ids().await.into_iter().collect();
     assert_eq!(ids, sent);
     let worker = app
         .query
@@ -144,7 +125,7 @@ async fn kill_under_load(backend: Backend, signal: &str) {
     }
 
     let app = spawn_app_with(db, |_| {}).await;
-    let stored = all_execution_ids(&app).await;
+    let stored = app.all_execution_ids().await;
     let stored_set: HashSet<&String> = stored.iter().collect();
     assert_eq!(stored_set.len(), stored.len(), "nothing stored twice");
     let acked = acked.lock().expect("lock").clone();

@@ -173,22 +173,8 @@ async fn thousand_concurrent_submissions_are_stored_exactly_once(backend: Backen
     assert!(responses.iter().all(|r| !r.duplicate));
 
     let mut seen = HashSet::new();
-    let mut token = String::new();
-    loop {
-        let page = app
-            .query
-            .clone()
-            .list_executions(ListExecutionsRequest { limit: 500, page_token: token.clone(), ..Default::default() })
-            .await
-            .expect("list")
-            .into_inner();
-        for e in page.executions {
-            assert!(seen.insert(e.execution_id), "listed twice");
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
+    for id in app.all_execution_ids().await {
+        assert!(seen.insert(id), "listed twice");
     }
     assert_eq!(seen, sent_ids);
     let workers = app
