@@ -41,6 +41,18 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows only its own data");
             }
+            // Histogram samples wait in buffers until they are folded into their buckets: fold
+            // them every few seconds, or memory grows with every request between scrapes.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread; memory grows until /metrics is scraped");
+            }
             handle
         })
         .clone()

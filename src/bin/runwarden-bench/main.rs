@@ -63,6 +63,21 @@ enum Bench {
         #[arg(long)]
         postgres: Option<String>,
     },
+    /// Ingest on an empty database and on one already holding `--rows` executions.
+    IngestAtScale {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Unary ingest at 64 in flight for a long time, sampling throughput, p99 and RSS.
+    Soak {
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Length of each sample.
+        #[arg(long, default_value_t = 30)]
+        slice: u64,
+    },
     /// The bare tonic echo server the ingest benchmark uses as the wire limit.
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -452,6 +467,65 @@ async fn ingest_bench(quick: bool, postgres: Option<String>) {
     }
 }
 
+fn runwarden_binary() -> String {
+    let me = std::env::current_exe().expect("current exe");
+    me.with_file_name("runwarden").to_str().expect("utf-8 path").to_owned()
+}
+
+async fn ingest_at_scale(rows: u64, seconds: u64) {
+    use ingest::{ServerProcess, Shape, measure};
+    let d = Duration::from_secs(seconds);
+    let dir = tempfile_dir();
+    let url = format!("sqlite://{}/scale.db?mode=rwc", dir.display());
+    let runwarden = runwarden_binary();
+    let configs = [("unary, 256 in flight", Shape::Unary, 256), ("batch of 100, 16 in flight", Shape::Batch(100), 16)];
+    let mut before = Vec::new();
+    {
+        let server = ServerProcess::start(&runwarden, &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
+        for (name, shape, in_flight) in configs {
+            before.push(measure(name, &server, shape, in_flight, d).await.rate());
+        }
+        server.stop();
+    }
+    let store = Store::connect(&url, &StoreOptions::default()).await.expect("open");
+    eprintln!("loading {rows} executions");
+    let rate = load(&store, rows, 50, 90).await;
+    store.close().await;
+    println!("loaded {rows} executions at {rate:.0}/s");
+    let server = ServerProcess::start(&runwarden, &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
+    println!("\n| SQLite ingest | empty table, reports/s | {rows} rows already, reports/s | ratio |");
+    println!("|---|---|---|---|");
+    for ((name, shape, in_flight), empty) in configs.into_iter().zip(before) {
+        let full = measure(name, &server, shape, in_flight, d).await.rate();
+        println!("| {name} | {empty:.0} | {full:.0} | {:.2} |", full / empty);
+    }
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn soak(seconds: u64, slice: u64) {
+    use ingest::{ServerProcess, Shape, measure};
+    let dir = tempfile_dir();
+    let url = format!("sqlite://{}/soak.db?mode=rwc", dir.display());
+    let server = ServerProcess::start(&runwarden_binary(), &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
+    println!("| minute | reports/s | p99 ms | server RSS MB |");
+    println!("|---|---|---|---|");
+    let started = Instant::now();
+    while started.elapsed().as_secs() < seconds {
+        let run = measure("soak", &server, Shape::Unary, 64, Duration::from_secs(slice)).await;
+        println!(
+            "| {:.1} | {:.0} | {} | {:.1} |",
+            started.elapsed().as_secs_f64() / 60.0,
+            run.rate(),
+            ms(run.quantile(0.99)),
+            server.rss_mb()
+        );
+    }
+    println!("peak RSS {:.1} MB", server.peak_rss_mb());
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
@@ -460,5 +534,7 @@ async fn main() {
         }
         Bench::Ingest { quick, postgres } => ingest_bench(quick, postgres).await,
         Bench::EchoServer { listen } => ingest::serve_echo(listen).await,
+        Bench::IngestAtScale { rows, seconds } => ingest_at_scale(rows, seconds).await,
+        Bench::Soak { seconds, slice } => soak(seconds, slice).await,
     }
 }
