@@ -113,6 +113,25 @@ pub async fn insert(db: &impl ConnectionTrait, new: &[NewAnomaly]) -> Result<(),
     Ok(())
 }
 
+/// The (worker, kind) pairs among `worker_ids` that have open anomalies.
+pub async fn open_kinds(db: &impl ConnectionTrait, worker_ids: &[i64]) -> Result<Vec<(i64, String)>, DbErr> {
+    let mut found = Vec::new();
+    for chunk in worker_ids.chunks(500) {
+        let rows: Vec<(i64, String)> = anomalies::Entity::find()
+            .select_only()
+            .column(anomalies::Column::WorkerId)
+            .column(anomalies::Column::Kind)
+            .distinct()
+            .filter(anomalies::Column::ResolvedAtUs.is_null())
+            .filter(anomalies::Column::WorkerId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
 /// Resolves the worker's open anomalies of `kind` opened before `at_us`.
 pub async fn resolve(db: &impl ConnectionTrait, worker_id: i64, kind: &str, at_us: i64) -> Result<u64, DbErr> {
     Ok(anomalies::Entity::update_many()

@@ -21,7 +21,10 @@ use tokio::{
 
 use super::{
     Store,
-    anomalies::{NewAnomaly, decode_recent, encode_recent, insert as insert_anomalies, resolve as resolve_anomalies},
+    anomalies::{
+        NewAnomaly, decode_recent, encode_recent, insert as insert_anomalies, open_kinds as open_anomaly_kinds,
+        resolve as resolve_anomalies,
+    },
     entities::{executions, workers},
     executions::existing_ids,
     rollups::PendingRollups,
@@ -364,9 +367,17 @@ pub async fn write_batch(
         let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
         executions::Entity::insert_many(chunk).exec_without_returning(&txn).await?;
     }
-    // Anomalies: close what this batch's runs resolved, then record what they opened.
-    for ((worker_id, kind), at_us) in &book.resolve_existing {
-        resolve_anomalies(&txn, *worker_id, kind, *at_us).await?;
+    // Anomalies: close what this batch's runs resolved (only where something is open), then
+    // record what they opened.
+    if !book.resolve_existing.is_empty() {
+        let mut ids: Vec<i64> = book.resolve_existing.keys().map(|(w, _)| *w).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for (worker_id, kind) in open_anomaly_kinds(&txn, &ids).await? {
+            if let Some(at_us) = book.resolve_existing.get(&(worker_id, kind.as_str())) {
+                resolve_anomalies(&txn, worker_id, &kind, *at_us).await?;
+            }
+        }
     }
     insert_anomalies(&txn, &book.opened).await?;
     for worker in worker_rows.values_mut() {

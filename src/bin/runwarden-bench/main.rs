@@ -481,7 +481,10 @@ async fn ingest_at_scale(rows: u64, seconds: u64) {
     let configs = [("unary, 256 in flight", Shape::Unary, 256), ("batch of 100, 16 in flight", Shape::Batch(100), 16)];
     let mut before = Vec::new();
     {
-        let server = ServerProcess::start(&runwarden, &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
+        let server = ServerProcess::start(
+            &runwarden,
+            &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url],
+        );
         for (name, shape, in_flight) in configs {
             before.push(measure(name, &server, shape, in_flight, d).await.rate());
         }
@@ -492,7 +495,10 @@ async fn ingest_at_scale(rows: u64, seconds: u64) {
     let rate = load(&store, rows, 50, 90).await;
     store.close().await;
     println!("loaded {rows} executions at {rate:.0}/s");
-    let server = ServerProcess::start(&runwarden, &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
+    let server = ServerProcess::start(
+        &runwarden,
+        &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url],
+    );
     println!("\n| SQLite ingest | empty table, reports/s | {rows} rows already, reports/s | ratio |");
     println!("|---|---|---|---|");
     for ((name, shape, in_flight), empty) in configs.into_iter().zip(before) {
@@ -507,7 +513,10 @@ async fn soak(seconds: u64, slice: u64) {
     use ingest::{ServerProcess, Shape, measure};
     let dir = tempfile_dir();
     let url = format!("sqlite://{}/soak.db?mode=rwc", dir.display());
-    let server = ServerProcess::start(&runwarden_binary(), &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
+    let server = ServerProcess::start(
+        &runwarden_binary(),
+        &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url],
+    );
     println!("| minute | reports/s | p99 ms | server RSS MB |");
     println!("|---|---|---|---|");
     let started = Instant::now();
