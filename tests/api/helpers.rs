@@ -236,25 +236,29 @@ impl TestApp {
         self.report.clone().submit_report(SubmitReportRequest { report: Some(report) }).await.map(|r| r.into_inner())
     }
 
-    /// One unary call over grpc-web (HTTP/1.1, binary framing), as a browser makes it.
-    pub async fn grpc_web<Req: Message, Resp: Message + Default>(
-        &self,
-        path: &str,
-        request: &Req,
-    ) -> Result<Resp, (String, String)> {
+    /// Sends one grpc-web request (binary framing, HTTP/1.1) and returns the raw response.
+    async fn grpc_web_post<Req: Message>(&self, path: &str, request: &Req) -> reqwest::Response {
         let mut body = BytesMut::new();
         body.put_u8(0);
         body.put_u32(request.encoded_len() as u32);
         request.encode(&mut body).expect("encode");
-        let response = self
-            .http
+        self.http
             .post(self.url(path))
             .header("content-type", "application/grpc-web+proto")
             .header("x-grpc-web", "1")
             .body(body.freeze())
             .send()
             .await
-            .expect("grpc-web request");
+            .expect("grpc-web request")
+    }
+
+    /// One unary call over grpc-web (HTTP/1.1, binary framing), as a browser makes it.
+    pub async fn grpc_web<Req: Message, Resp: Message + Default>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Result<Resp, (String, String)> {
+        let response = self.grpc_web_post(path, request).await;
         assert_eq!(response.version(), reqwest::Version::HTTP_11);
         let header_status = response.headers().get("grpc-status").map(|v| v.to_str().unwrap_or("").to_owned());
         let header_message = response.headers().get("grpc-message").map(|v| v.to_str().unwrap_or("").to_owned());
@@ -290,19 +294,7 @@ impl TestApp {
     /// Opens a server-streaming call over grpc-web (HTTP/1.1) and returns a reader of its
     /// messages, as a browser's fetch stream sees them.
     pub async fn grpc_web_stream<Req: Message>(&self, path: &str, request: &Req) -> GrpcWebStream {
-        let mut body = BytesMut::new();
-        body.put_u8(0);
-        body.put_u32(request.encoded_len() as u32);
-        request.encode(&mut body).expect("encode");
-        let response = self
-            .http
-            .post(self.url(path))
-            .header("content-type", "application/grpc-web+proto")
-            .header("x-grpc-web", "1")
-            .body(body.freeze())
-            .send()
-            .await
-            .expect("grpc-web request");
+        let response = self.grpc_web_post(path, request).await;
         assert_eq!(response.status(), 200);
         GrpcWebStream { response, buffer: BytesMut::new() }
     }
