@@ -74,6 +74,19 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // Ingest asks, per batch, which of its workers have open anomalies, and resolves them: both
+        // seek (worker, NULL) here instead of scanning every anomaly the worker ever had.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_anomalies_worker_open")
+                    .table(Anomalies::Table)
+                    .col(Anomalies::WorkerId)
+                    .col(Anomalies::ResolvedAtUs)
+                    .col(Anomalies::Kind)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .alter_table(
                 Table::alter()
