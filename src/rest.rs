@@ -104,8 +104,7 @@ impl Params {
     /// `SUCCESS`, `success` or `OUTCOME_SUCCESS`.
     fn outcome(&self, name: &str) -> Result<i32, Error> {
         let Some(v) = self.0.get(name) else { return Ok(0) };
-        let upper = v.to_ascii_uppercase();
-        let full = if upper.starts_with("OUTCOME_") { upper } else { format!("OUTCOME_{upper}") };
+        let full = enum_name(v, "OUTCOME_");
         match Outcome::from_str_name(&full) {
             Some(o) if o != Outcome::Unspecified => Ok(o as i32),
             _ => Err(Error::invalid(
@@ -114,6 +113,13 @@ impl Params {
             )),
         }
     }
+}
+
+/// The full proto enum name for a query parameter given short (`success`) or in full
+/// (`OUTCOME_SUCCESS`), in any case.
+fn enum_name(value: &str, prefix: &str) -> String {
+    let upper = value.to_ascii_uppercase();
+    if upper.starts_with(prefix) { upper } else { format!("{prefix}{upper}") }
 }
 
 /// The body is the report itself (as with grpc-gateway's `body: "report"`).
@@ -210,8 +216,7 @@ async fn list_anomalies(
     let kind = match params.0.get("kind") {
         None => 0,
         Some(v) => {
-            let upper = v.to_ascii_uppercase();
-            let full = if upper.starts_with("ANOMALY_KIND_") { upper } else { format!("ANOMALY_KIND_{upper}") };
+            let full = enum_name(v, "ANOMALY_KIND_");
             match AnomalyKind::from_str_name(&full) {
                 Some(k) if k != AnomalyKind::Unspecified => k as i32,
                 _ => return Err(Error::invalid("kind", format!("unknown anomaly kind {v:?}"))),
@@ -247,8 +252,7 @@ async fn list_streams(
     let stream_state = match params.0.get("state") {
         None => 0,
         Some(v) => {
-            let upper = v.to_ascii_uppercase();
-            let full = if upper.starts_with("STREAM_STATE_") { upper } else { format!("STREAM_STATE_{upper}") };
+            let full = enum_name(v, "STREAM_STATE_");
             match StreamState::from_str_name(&full) {
                 Some(s) if s != StreamState::Unspecified => s as i32,
                 _ => {
