@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::{
+    detector::DetectorConfig,
     domain::{
         guardian::GuardianConfig,
         scoring::{ScoringConfig, Weights},
@@ -118,6 +119,15 @@ pub struct FileConfig {
     pub pool_size: Option<u32>,
     pub scoring: Option<ScoringFile>,
     pub guardian: Option<GuardianFile>,
+    pub detector: Option<DetectorFile>,
+}
+
+/// `[detector]`: the missed-run detector.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorFile {
+    /// Seconds between passes (default 30).
+    pub interval_seconds: Option<f64>,
 }
 
 /// `[guardian]`: the stream guardian's thresholds, in seconds.
@@ -228,6 +238,7 @@ pub struct Config {
     pub store: StoreOptions,
     pub ingest: IngestConfig,
     pub guardian: GuardianConfig,
+    pub detector: DetectorConfig,
     pub shutdown_timeout: Duration,
     /// Run the guardian's tick and heartbeat flush in the background (tests drive them by hand).
     pub background_tasks: bool,
@@ -243,6 +254,7 @@ impl Config {
             store: StoreOptions::default(),
             ingest: IngestConfig::default(),
             guardian: GuardianConfig::default(),
+            detector: DetectorConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
             background_tasks: true,
         }
@@ -272,6 +284,12 @@ impl Config {
         }
         if let Some(guardian) = &file.guardian {
             guardian.apply(&mut config.guardian)?;
+        }
+        if let Some(secs) = file.detector.as_ref().and_then(|d| d.interval_seconds) {
+            config.detector.interval = Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("[detector] interval_seconds must be a positive number, got {secs}"))?;
         }
         if config.ingest.queue_capacity == 0 || config.ingest.max_batch == 0 {
             return Err("queue_capacity and max_batch must be at least 1".into());

@@ -43,7 +43,7 @@ pub enum Error {
 
 fn invalid_summary(violations: &[FieldViolation]) -> String {
     let fields: Vec<String> = violations.iter().map(ToString::to_string).collect();
-    format!("invalid report: {}", fields.join("; "))
+    format!("invalid request: {}", fields.join("; "))
 }
 
 impl Error {

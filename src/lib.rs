@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod detector;
 pub mod domain;
 pub mod error;
 pub mod guardian;

@@ -17,13 +17,14 @@ use chrono::DateTime;
 use serde::Serialize;
 
 use crate::{
-    api::{GuardianApi, QueryApi, ReportApi},
+    api::{GuardianApi, QueryApi, ReportApi, workers::WorkerApi},
     domain::validation::to_timestamp,
     error::Error,
     proto::v1::{
-        AnomalyKind, ExecutionReport, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest,
-        GetWorkerStatsRequest, ListAnomaliesRequest, ListExecutionsRequest, ListStreamsRequest, ListWorkersRequest,
-        Outcome, StatsWindow, StreamState, SubmitReportBatchRequest, SubmitReportRequest,
+        AnomalyKind, DeleteWorkerRequest, ExecutionReport, GetDataQualitySummaryRequest, GetExecutionRequest,
+        GetSystemLearningRequest, GetWorkerLearningRequest, GetWorkerRequest, GetWorkerStatsRequest,
+        ListAnomaliesRequest, ListExecutionsRequest, ListStreamsRequest, ListWorkersRequest, Outcome, StatsWindow,
+        StreamState, SubmitReportBatchRequest, SubmitReportRequest, UpsertWorkerRequest,
     },
 };
 
@@ -32,6 +33,7 @@ pub struct RestState {
     pub report: ReportApi,
     pub query: QueryApi,
     pub guardian: GuardianApi,
+    pub workers: WorkerApi,
 }
 
 pub fn router(state: RestState) -> Router {
@@ -39,7 +41,9 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/orchestrator/reports", post(submit_report))
         .route("/api/v1/orchestrator/reports:batch", post(submit_report_batch))
         .route("/api/v1/orchestrator/workers", get(list_workers))
-        .route("/api/v1/orchestrator/workers/{worker_name}", get(get_worker))
+        .route("/api/v1/orchestrator/workers/{worker_name}", get(get_worker).put(upsert_worker).delete(delete_worker))
+        .route("/api/v1/orchestrator/workers/{worker_name}/learning", get(get_worker_learning))
+        .route("/api/v1/orchestrator/learning/system", get(get_system_learning))
         .route("/api/v1/orchestrator/workers/{worker_name}/executions", get(list_executions))
         .route("/api/v1/orchestrator/workers/{worker_name}/stats", get(get_worker_stats))
         .route("/api/v1/orchestrator/executions/{execution_id}", get(get_execution))
@@ -160,6 +164,47 @@ async fn list_workers(
 
 async fn get_worker(State(state): State<RestState>, Path(worker_name): Path<String>) -> Result<Response, Error> {
     Ok(ProtoJson(state.query.get_worker(GetWorkerRequest { worker_name }).await?).into_response())
+}
+
+/// The body is the UpsertWorkerRequest without (or with the same) `worker_name`.
+async fn upsert_worker(
+    State(state): State<RestState>,
+    Path(worker_name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = read_body(body)?;
+    let mut request: UpsertWorkerRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        UpsertWorkerRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Error::Malformed(format!("invalid worker JSON: {e}")))?
+    };
+    if !request.worker_name.is_empty() && request.worker_name != worker_name {
+        return Err(Error::invalid(
+            "worker_name",
+            format!("the body names {:?} but the path names {worker_name:?}", request.worker_name),
+        ));
+    }
+    request.worker_name = worker_name;
+    Ok(ProtoJson(state.workers.upsert_worker(request).await?).into_response())
+}
+
+async fn delete_worker(State(state): State<RestState>, Path(worker_name): Path<String>) -> Result<Response, Error> {
+    Ok(ProtoJson(state.workers.delete_worker(DeleteWorkerRequest { worker_name }).await?).into_response())
+}
+
+/// `?window=30d` (the default) or 24h, 7d, 90d.
+async fn get_worker_learning(
+    State(state): State<RestState>,
+    Path(worker_name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let params = Params(params);
+    let request = GetWorkerLearningRequest { worker_name, window: params.window("window")? };
+    Ok(ProtoJson(state.query.get_worker_learning(request).await?).into_response())
+}
+
+async fn get_system_learning(State(state): State<RestState>) -> Result<Response, Error> {
+    Ok(ProtoJson(state.query.get_system_learning(GetSystemLearningRequest {}).await?).into_response())
 }
 
 async fn list_executions(

@@ -29,14 +29,15 @@ use tower_http::{
 };
 
 use crate::{
-    api::{Clock, GuardianApi, QueryApi, ReportApi, Services, SystemClock},
+    api::{Clock, GuardianApi, QueryApi, ReportApi, Services, SystemClock, workers::WorkerApi},
     config::{Config, MAX_MESSAGE_BYTES},
+    detector::Detector,
     guardian::Guardian,
     proto::{
         self,
         v1::{
             guardian_service_server::GuardianServiceServer, query_service_server::QueryServiceServer,
-            report_service_server::ReportServiceServer,
+            report_service_server::ReportServiceServer, worker_service_server::WorkerServiceServer,
         },
     },
     rest::{self, RestState},
@@ -75,17 +76,19 @@ pub struct App {
     writer: Writer,
     store: Store,
     guardian: Arc<Guardian>,
+    detector: Arc<Detector>,
     shutdown_timeout: Duration,
     background_tasks: bool,
 }
 
 /// The gRPC service names health answers for, beside the empty (whole server) name.
-fn served_services() -> [&'static str; 4] {
+fn served_services() -> [&'static str; 5] {
     [
         "",
         ReportServiceServer::<ReportApi>::NAME,
         QueryServiceServer::<QueryApi>::NAME,
         GuardianServiceServer::<GuardianApi>::NAME,
+        WorkerServiceServer::<WorkerApi>::NAME,
     ]
 }
 
@@ -117,10 +120,12 @@ impl App {
         let guardian = Guardian::new(store.clone(), config.guardian.clone(), ingest.clone(), clock.clone())
             .await
             .map_err(|e| StartError::Guardian(e.to_string()))?;
+        let detector = Detector::new(store.clone(), ingest.clone(), clock.clone(), config.detector.clone());
         let services = Arc::new(Services { store: store.clone(), ingest, clock, guardian: guardian.clone() });
         let report = ReportApi::new(services.clone());
-        let query = QueryApi::new(services);
-        let guardian_api = GuardianApi::new(guardian.clone());
+        let query = QueryApi::new(services.clone());
+        let guardian_api = GuardianApi::new(guardian.clone(), services.ingest.clone());
+        let worker_api = WorkerApi::new(services.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
@@ -148,11 +153,16 @@ impl App {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
+        let worker_service = WorkerServiceServer::new(worker_api.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
 
         let grpc = Router::new()
             .route_service(&grpc_path(&report_service), grpc_web(report_service))
             .route_service(&grpc_path(&query_service), grpc_web(query_service))
             .route_service(&grpc_path(&guardian_service), grpc_web(guardian_service))
+            .route_service(&grpc_path(&worker_service), grpc_web(worker_service))
             .route_service(&grpc_path(&health_service), GrpcWebLayer::new().layer(health_service))
             .route_service(&grpc_path(&reflection_v1), reflection_v1)
             .route_service(&grpc_path(&reflection_v1alpha), reflection_v1alpha);
@@ -161,7 +171,7 @@ impl App {
         let router = Router::new()
             .merge(grpc)
             .merge(
-                rest::router(RestState { report, query, guardian: guardian_api })
+                rest::router(RestState { report, query, guardian: guardian_api, workers: worker_api })
                     .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES)),
             )
             .route("/metrics", get(move || async move { metrics.render() }))
@@ -184,6 +194,7 @@ impl App {
             writer,
             store,
             guardian,
+            detector,
             shutdown_timeout: config.shutdown_timeout,
             background_tasks: config.background_tasks,
         })
@@ -202,12 +213,20 @@ impl App {
         self.guardian.clone()
     }
 
+    /// The missed-run detector (tests run its passes by hand).
+    pub fn detector(&self) -> Arc<Detector> {
+        self.detector.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains (see the module docs).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let App { listener, router, health, writer, store, guardian, shutdown_timeout, background_tasks, .. } = self;
+        let App {
+            listener, router, health, writer, store, guardian, detector, shutdown_timeout, background_tasks, ..
+        } = self;
         let (draining_tx, mut draining) = watch::channel(false);
         let probe = spawn_health_probe(store.clone(), health.clone(), draining.clone());
         let guardian_task = background_tasks.then(|| tokio::spawn(crate::guardian::run(guardian, draining.clone())));
+        let detector_task = background_tasks.then(|| tokio::spawn(crate::detector::run(detector, draining.clone())));
 
         let signal_health = health.clone();
         let signal = async move {
@@ -236,6 +255,12 @@ impl App {
             None => None,
         } {
             tracing::warn!(error = %e, "guardian task failed");
+        }
+        if let Some(Err(e)) = match detector_task {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            tracing::warn!(error = %e, "detector task failed");
         }
         writer.shutdown().await;
         probe.abort();

@@ -9,6 +9,7 @@ mod m20261128_000002_scores_and_learning;
 mod m20261128_000003_worker_rollups;
 mod m20261128_000004_guardian;
 mod m20261128_000005_anomalies;
+mod m20261128_000006_worker_schedules;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_worker_rollups::Migration),
             Box::new(m20261128_000004_guardian::Migration),
             Box::new(m20261128_000005_anomalies::Migration),
+            Box::new(m20261128_000006_worker_schedules::Migration),
         ]
     }
 }

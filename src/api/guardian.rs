@@ -3,7 +3,7 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -13,16 +13,21 @@ use crate::{
     error::Error,
     guardian::Guardian,
     proto::v1::{
-        CloseStreamRequest, GetGuardianStatusRequest, GuardianStatus, HeartbeatRequest, HeartbeatResponse,
+        CloseStreamRequest, GetGuardianStatusRequest, GuardianStatus, HealthEvent, HeartbeatRequest, HeartbeatResponse,
         ListStreamsRequest, ListStreamsResponse, OpenStreamRequest, StreamState as PbState, TrackedStream,
-        WatchHealthRequest, guardian_service_server::GuardianService,
+        WatchHealthRequest, guardian_service_server::GuardianService, health_event,
     },
+    store::ingest::Ingest,
 };
 
 #[derive(Clone)]
 pub struct GuardianApi {
     guardian: Arc<Guardian>,
+    ingest: Ingest,
 }
+
+/// Per-watcher buffer of WatchHealth events not yet sent.
+const WATCH_HEALTH_BUFFER: usize = 256;
 
 /// A live response stream.
 pub type LiveStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -59,8 +64,8 @@ pub(crate) async fn track_watch<T: Send + 'static>(
 }
 
 impl GuardianApi {
-    pub fn new(guardian: Arc<Guardian>) -> Self {
-        GuardianApi { guardian }
+    pub fn new(guardian: Arc<Guardian>, ingest: Ingest) -> Self {
+        GuardianApi { guardian, ingest }
     }
 
     pub async fn open_stream(&self, request: OpenStreamRequest) -> Result<TrackedStream, Error> {
@@ -117,25 +122,52 @@ impl GuardianApi {
         observe("GetGuardianStatus", async { Ok(self.guardian.status()) }).await
     }
 
-    /// The current status now, then every tick's.
-    pub async fn watch_health(&self, owner: String) -> Result<LiveStream<GuardianStatus>, Error> {
+    /// The current status now, then every tick's, interleaved with worker health changes.
+    pub async fn watch_health(&self, owner: String) -> Result<LiveStream<HealthEvent>, Error> {
         observe("WatchHealth", async {
-            let (tx, rx) = mpsc::channel(16);
-            track_watch(self.guardian.clone(), "watch_health", owner, tx.clone()).await?;
+            let (tx, rx) = mpsc::channel(WATCH_HEALTH_BUFFER);
+            // Subscribe before registering the watch, so no change after the first message is missed.
             let mut updates = self.guardian.subscribe();
+            let mut changes = self.ingest.subscribe_health();
+            track_watch(self.guardian.clone(), "watch_health", owner, tx.clone()).await?;
             tokio::spawn(async move {
+                let status = |s: GuardianStatus| HealthEvent { event: Some(health_event::Event::Guardian(s)) };
                 let current = updates.borrow_and_update().clone();
-                if tx.send(Ok(current)).await.is_err() {
+                if tx.send(Ok(status(current))).await.is_err() {
                     return;
                 }
-                while updates.changed().await.is_ok() {
-                    let status = updates.borrow_and_update().clone();
-                    if tx.send(Ok(status)).await.is_err() {
-                        return;
+                loop {
+                    let event = tokio::select! {
+                        changed = updates.changed() => match changed {
+                            Ok(()) => status(updates.borrow_and_update().clone()),
+                            Err(_) => return,
+                        },
+                        change = changes.recv() => match change {
+                            Ok(change) => HealthEvent { event: Some(health_event::Event::WorkerHealth((*change).clone())) },
+                            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                                let _ = tx.send(Err(Status::resource_exhausted(format!(
+                                    "watcher fell behind by {missed} health changes; reconnect"
+                                )))).await;
+                                return;
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        },
+                    };
+                    match tx.try_send(Ok(event)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            let _ = tx
+                                .send(Err(Status::resource_exhausted(format!(
+                                    "watcher fell behind by more than {WATCH_HEALTH_BUFFER} events; reconnect"
+                                ))))
+                                .await;
+                            return;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
                     }
                 }
             });
-            Ok(Box::pin(ReceiverStream::new(rx)) as LiveStream<GuardianStatus>)
+            Ok(Box::pin(ReceiverStream::new(rx)) as LiveStream<HealthEvent>)
         })
         .await
     }
@@ -174,7 +206,7 @@ impl GuardianService for GuardianApi {
         Ok(Response::new(GuardianApi::get_guardian_status(self).await?))
     }
 
-    type WatchHealthStream = LiveStream<GuardianStatus>;
+    type WatchHealthStream = LiveStream<HealthEvent>;
 
     async fn watch_health(
         &self,

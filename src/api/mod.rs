@@ -4,9 +4,11 @@
 
 pub mod anomalies;
 pub mod guardian;
+pub mod learning;
 pub mod query;
 pub mod report;
 pub mod stats;
+pub mod workers;
 
 use std::{future::Future, sync::Arc, time::Instant};
 

@@ -13,18 +13,23 @@ use crate::{
     domain::{
         page_token::{ExecutionCursor, WorkerCursor},
         rollup::Rollup,
+        schedule::{Expected, Schedule},
         validation::{check_worker_name_field, from_timestamp, to_timestamp},
     },
     error::Error,
     proto::v1::{
-        DataQualitySummary, Execution, GetDataQualitySummaryRequest, GetExecutionRequest, GetWorkerRequest,
-        GetWorkerStatsRequest, ListAnomaliesRequest, ListAnomaliesResponse, ListExecutionsRequest,
-        ListExecutionsResponse, ListWorkersRequest, ListWorkersResponse, Outcome, QualityLevel, WatchExecutionsRequest,
-        Worker, WorkerStats, query_service_server::QueryService,
+        DataQualitySummary, Execution, GetDataQualitySummaryRequest, GetExecutionRequest, GetSystemLearningRequest,
+        GetWorkerLearningRequest, GetWorkerRequest, GetWorkerStatsRequest, ListAnomaliesRequest, ListAnomaliesResponse,
+        ListExecutionsRequest, ListExecutionsResponse, ListWorkersRequest, ListWorkersResponse, Outcome, QualityLevel,
+        SystemLearning, WatchExecutionsRequest, Worker, WorkerLearning, WorkerSchedule, WorkerStats,
+        query_service_server::QueryService,
     },
     store::{
+        anomalies,
         executions::{self, ExecutionFilter},
-        from_micros, to_micros,
+        from_micros,
+        ingest::health_to_proto,
+        to_micros,
         workers::{self, WorkerRow},
     },
 };
@@ -48,9 +53,33 @@ fn page_limit(limit: i32, default: i32, max: i32) -> Result<u64, Error> {
     }
 }
 
-fn worker_to_proto(row: WorkerRow, last_24h: Option<&Rollup>) -> Worker {
+/// A worker's row as the API shows it, with its health at `now`.
+pub(crate) fn worker_to_proto(
+    row: WorkerRow,
+    last_24h: Option<&Rollup>,
+    open_anomalies: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Worker {
     let judged = last_24h.map_or(0, |r| r.runs - r.skipped);
+    let verdict = workers::verdict(&row, now);
+    let labels = workers::labels(&row).into_iter().collect();
     Worker {
+        health: health_to_proto(verdict.health.as_str()) as i32,
+        schedule: verdict.schedule.as_ref().map(|s| {
+            let mut shown = schedule_to_proto(s);
+            // A declared cron is shown as the operator wrote it.
+            if let (false, Some(text)) = (s.inferred, &row.schedule_cron) {
+                shown.cron.clone_from(text);
+            }
+            shown
+        }),
+        paused: row.paused,
+        next_deadline: verdict.next_deadline.map(to_timestamp),
+        owner: row.owner,
+        description: row.description,
+        labels,
+        open_anomalies,
+        last_run_started: row.last_run_at_us.map(|us| to_timestamp(from_micros(us))),
         worker_name: row.worker_name,
         worker_type: row.worker_type,
         first_seen: Some(to_timestamp(from_micros(row.first_seen_us))),
@@ -62,6 +91,15 @@ fn worker_to_proto(row: WorkerRow, last_24h: Option<&Rollup>) -> Worker {
         success_rate_24h: last_24h.filter(|_| judged > 0).map(Rollup::success_rate),
         runs_24h: last_24h.map_or(0, |r| r.runs),
     }
+}
+
+/// A schedule as the API shows it.
+pub(crate) fn schedule_to_proto(schedule: &Schedule) -> WorkerSchedule {
+    let (interval_seconds, cron) = match &schedule.expected {
+        Expected::Every(interval) => (interval.num_seconds(), String::new()),
+        Expected::Cron(cron) => (0, cron.to_string()),
+    };
+    WorkerSchedule { interval_seconds, cron, grace_seconds: schedule.grace.num_seconds(), inferred: schedule.inferred }
 }
 
 impl QueryApi {
@@ -102,11 +140,14 @@ impl QueryApi {
             };
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             let health = self.health_24h(&ids).await?;
+            let open = anomalies::open_counts(self.reader(), &ids).await?;
+            let now = self.now();
             let workers = rows
                 .into_iter()
                 .map(|row| {
                     let last_24h = health.get(&row.id);
-                    worker_to_proto(row, last_24h)
+                    let open = open.get(&row.id).copied().unwrap_or(0);
+                    worker_to_proto(row, last_24h, open, now)
                 })
                 .collect();
             Ok(ListWorkersResponse { workers, next_page_token })
@@ -119,7 +160,8 @@ impl QueryApi {
             let row = self.worker_by_name("worker_name", &request.worker_name).await?;
             let health = self.health_24h(&[row.id]).await?;
             let last_24h = health.get(&row.id);
-            Ok(worker_to_proto(row, last_24h))
+            let open = anomalies::open_counts(self.reader(), &[row.id]).await?.get(&row.id).copied().unwrap_or(0);
+            Ok(worker_to_proto(row, last_24h, open, self.now()))
         })
         .await
     }
@@ -288,6 +330,20 @@ impl QueryService for QueryApi {
 
     async fn get_worker_stats(&self, request: Request<GetWorkerStatsRequest>) -> Result<Response<WorkerStats>, Status> {
         Ok(Response::new(QueryApi::get_worker_stats(self, request.into_inner()).await?))
+    }
+
+    async fn get_worker_learning(
+        &self,
+        request: Request<GetWorkerLearningRequest>,
+    ) -> Result<Response<WorkerLearning>, Status> {
+        Ok(Response::new(QueryApi::get_worker_learning(self, request.into_inner()).await?))
+    }
+
+    async fn get_system_learning(
+        &self,
+        request: Request<GetSystemLearningRequest>,
+    ) -> Result<Response<SystemLearning>, Status> {
+        Ok(Response::new(QueryApi::get_system_learning(self, request.into_inner()).await?))
     }
 
     async fn get_data_quality_summary(

@@ -81,7 +81,7 @@ impl Window {
         Ok(Window::last_hours(now, hours))
     }
 
-    fn timestamps(&self) -> (Option<Timestamp>, Option<Timestamp>) {
+    pub fn timestamps(&self) -> (Option<Timestamp>, Option<Timestamp>) {
         (Some(to_timestamp(from_micros(self.since_us))), Some(to_timestamp(from_micros(self.until_us))))
     }
 }

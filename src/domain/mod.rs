@@ -15,3 +15,4 @@ pub mod schedule;
 pub mod scoring;
 pub mod sketch;
 pub mod validation;
+pub mod worker_settings;

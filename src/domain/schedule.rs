@@ -278,6 +278,15 @@ fn expected_gap_secs(schedule: &Schedule, starts: &[DateTime<Utc>], count: usize
     }
 }
 
+/// The median gap between the last [`INFER_WINDOW_RUNS`] starts (any order), rounded to whole seconds;
+/// `None` with fewer than two starts. Unlike [`infer`] it does not ask for regularity: it estimates when the
+/// next run will come, not what the schedule is.
+pub fn typical_gap(recent_starts: &[DateTime<Utc>]) -> Option<TimeDelta> {
+    let starts = sorted_tail(recent_starts, INFER_WINDOW_RUNS);
+    let gap = median(&gaps_secs(&starts))?;
+    TimeDelta::try_seconds(gap.round() as i64)
+}
+
 /// Infers an `Every` schedule from start times (any order) when they are regular: at least
 /// [`INFER_MIN_RUNS`] runs among the last [`INFER_WINDOW_RUNS`], median gap of at least one second, and
 /// MAD(gaps) / median(gaps) < [`INFER_MAX_DISPERSION`]. The interval is the median gap rounded to whole
@@ -376,6 +385,14 @@ mod tests {
 
     fn input(schedule: &Schedule, last: DateTime<Utc>) -> HealthInput {
         HealthInput { schedule: Some(schedule.clone()), last_run_started: Some(last), first_seen: None }
+    }
+
+    #[test]
+    fn typical_gap_is_the_median_gap() {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let starts = [t, t + TimeDelta::hours(1), t + TimeDelta::hours(3), t + TimeDelta::hours(4)];
+        assert_eq!(typical_gap(&starts), Some(TimeDelta::hours(1)));
+        assert_eq!(typical_gap(&starts[..1]), None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Queries on `anomalies`, and the per-worker window of recent runs that detection compares each
 //! new run with (kept as JSON in the worker's row, so detection needs no extra read).
 
+use std::collections::HashMap;
+
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::Expr,
@@ -78,7 +80,8 @@ pub struct NewAnomaly {
     pub finding: Finding,
     pub opened_at_us: i64,
     pub resolved_at_us: Option<i64>,
-    pub execution_id: String,
+    /// The run that showed it; `None` for findings of the detector (missed runs, failure rate).
+    pub execution_id: Option<String>,
 }
 
 fn evidence_json(f: &Finding) -> String {
@@ -104,7 +107,7 @@ pub async fn insert(db: &impl ConnectionTrait, new: &[NewAnomaly]) -> Result<(),
                 evidence: Set(evidence_json(&a.finding)),
                 opened_at_us: Set(a.opened_at_us),
                 resolved_at_us: Set(a.resolved_at_us),
-                execution_id: Set(Some(a.execution_id.clone())),
+                execution_id: Set(a.execution_id.clone()),
                 ..Default::default()
             })
             .collect();
@@ -179,4 +182,49 @@ pub async fn list(
         query = query.filter(C::Id.lt(before));
     }
     query.all(db).await
+}
+
+/// Open anomalies per worker among `worker_ids`.
+pub async fn open_counts(db: &impl ConnectionTrait, worker_ids: &[i64]) -> Result<HashMap<i64, i64>, DbErr> {
+    let mut counts = HashMap::new();
+    for chunk in worker_ids.chunks(500) {
+        let rows: Vec<(i64, i64)> = anomalies::Entity::find()
+            .select_only()
+            .column(anomalies::Column::WorkerId)
+            .column_as(anomalies::Column::Id.count(), "open")
+            .filter(anomalies::Column::ResolvedAtUs.is_null())
+            .filter(anomalies::Column::WorkerId.is_in(chunk.iter().copied()))
+            .group_by(anomalies::Column::WorkerId)
+            .into_tuple()
+            .all(db)
+            .await?;
+        counts.extend(rows);
+    }
+    Ok(counts)
+}
+
+/// Open anomalies per kind, across every worker.
+pub async fn open_by_kind(db: &impl ConnectionTrait) -> Result<Vec<(String, i64)>, DbErr> {
+    anomalies::Entity::find()
+        .select_only()
+        .column(anomalies::Column::Kind)
+        .column_as(anomalies::Column::Id.count(), "open")
+        .filter(anomalies::Column::ResolvedAtUs.is_null())
+        .group_by(anomalies::Column::Kind)
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// Open anomalies, (worker, kind, severity), across every worker.
+pub async fn open_all(db: &impl ConnectionTrait) -> Result<Vec<(i64, String, String)>, DbErr> {
+    anomalies::Entity::find()
+        .select_only()
+        .column(anomalies::Column::WorkerId)
+        .column(anomalies::Column::Kind)
+        .column(anomalies::Column::Severity)
+        .filter(anomalies::Column::ResolvedAtUs.is_null())
+        .into_tuple()
+        .all(db)
+        .await
 }

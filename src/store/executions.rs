@@ -113,3 +113,23 @@ pub async fn recent_runs(db: &impl ConnectionTrait, worker_id: i64, limit: u64) 
         .all(db)
         .await
 }
+
+/// The reports of a worker's most recent runs, newest first (unreadable ones are skipped).
+pub async fn recent_reports(
+    db: &impl ConnectionTrait,
+    worker_id: i64,
+    limit: u64,
+) -> Result<Vec<crate::proto::v1::ExecutionReport>, DbErr> {
+    use prost::Message;
+    let blobs: Vec<Vec<u8>> = Executions::find()
+        .select_only()
+        .column(executions::Column::Report)
+        .filter(executions::Column::WorkerId.eq(worker_id))
+        .order_by_desc(executions::Column::StartedAtUs)
+        .order_by_desc(executions::Column::Id)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(blobs.iter().filter_map(|b| crate::proto::v1::ExecutionReport::decode(b.as_slice()).ok()).collect())
+}

@@ -33,14 +33,19 @@ use super::{
 use crate::{
     domain::{
         analysis::analyze,
-        anomaly::{AnomalyConfig, RUN_LEVEL_KINDS, RunSample, detect, resolves},
+        anomaly::{
+            AnomalyConfig, AnomalyKind, Finding, RUN_LEVEL_KINDS, RunSample, detect, quota_exhaustion, resolves,
+            running_too_often_finding,
+        },
         learning::WorkerRunningState,
         rollup::ExecutionFacts,
+        schedule::{self, Expected, Schedule},
         scoring::ScoringConfig,
         validation::{ValidReport, to_timestamp},
+        worker_settings,
     },
     error::Error,
-    proto::v1::{Analysis, Execution, Outcome},
+    proto::v1::{Analysis, Execution, Outcome, WorkerHealth as ProtoHealth, WorkerHealthChange},
 };
 
 /// Rows per INSERT statement: well under SQLite's and PostgreSQL's bound-parameter limits.
@@ -85,6 +90,7 @@ pub struct Ingest {
     tx: mpsc::Sender<Job>,
     capacity: usize,
     events: broadcast::Sender<Arc<Execution>>,
+    health: broadcast::Sender<Arc<WorkerHealthChange>>,
 }
 
 /// The running writer task.
@@ -99,8 +105,10 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
     let (tx, rx) = mpsc::channel(capacity);
     let stop = Arc::new(Notify::new());
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
-    let join = tokio::spawn(run(store, rx, config.max_batch.max(1), config.scoring, stop.clone(), events.clone()));
-    (Ingest { tx, capacity, events }, Writer { join, stop })
+    let (health, _) = broadcast::channel(EVENTS_CAPACITY);
+    let channels = Channels { executions: events.clone(), health: health.clone() };
+    let join = tokio::spawn(run(store, rx, config.max_batch.max(1), config.scoring, stop.clone(), channels));
+    (Ingest { tx, capacity, events, health }, Writer { join, stop })
 }
 
 impl Ingest {
@@ -161,6 +169,16 @@ impl Ingest {
         self.events.subscribe()
     }
 
+    /// Every worker health change from now on (from ingest, the detector and UpsertWorker).
+    pub fn subscribe_health(&self) -> broadcast::Receiver<Arc<WorkerHealthChange>> {
+        self.health.subscribe()
+    }
+
+    /// Announces health changes committed elsewhere (the detector, UpsertWorker).
+    pub fn publish_health(&self, changes: Vec<WorkerHealthChange>) {
+        publish_health(&self.health, changes);
+    }
+
     /// Reports waiting for the writer.
     pub fn depth(&self) -> usize {
         self.capacity - self.tx.capacity()
@@ -183,7 +201,7 @@ async fn run(
     max_batch: usize,
     scoring: ScoringConfig,
     stop: Arc<Notify>,
-    events: broadcast::Sender<Arc<Execution>>,
+    events: Channels,
 ) {
     let mut closing = false;
     loop {
@@ -215,7 +233,8 @@ async fn run(
 }
 
 /// Commits one batch and answers every caller in it.
-async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>, events: &broadcast::Sender<Arc<Execution>>) {
+async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>, channels: &Channels) {
+    let events = &channels.executions;
     let started = Instant::now();
     let size = batch.len();
     let (jobs, acks): (Vec<_>, Vec<_>) = batch.into_iter().map(|job| ((job.report, job.received_at), job.ack)).unzip();
@@ -224,7 +243,8 @@ async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>, events:
     metrics::histogram!("runwarden_ingest_batch_size").record(size as f64);
     metrics::histogram!("runwarden_ingest_commit_seconds").record(elapsed.as_secs_f64());
     match result {
-        Ok(outcomes) => {
+        Ok(Written { acks: outcomes, health_changes }) => {
+            publish_health(&channels.health, health_changes);
             let stored = outcomes.iter().filter(|a| matches!(a, Ack::Stored(_))).count();
             metrics::counter!("runwarden_reports_stored_total").increment(stored as u64);
             metrics::counter!("runwarden_reports_duplicate_total").increment((size - stored) as u64);
@@ -259,6 +279,59 @@ async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>, events:
     }
 }
 
+/// Where the writer announces what it committed.
+struct Channels {
+    executions: broadcast::Sender<Arc<Execution>>,
+    health: broadcast::Sender<Arc<WorkerHealthChange>>,
+}
+
+fn publish_health(health: &broadcast::Sender<Arc<WorkerHealthChange>>, changes: Vec<WorkerHealthChange>) {
+    for change in changes {
+        tracing::info!(
+            worker = %change.worker_name,
+            previous = worker_health_name(change.previous),
+            current = worker_health_name(change.current),
+            "worker health changed"
+        );
+        let _ = health.send(Arc::new(change));
+    }
+}
+
+/// The wire name of a health value, for logs.
+pub fn worker_health_name(value: i32) -> &'static str {
+    ProtoHealth::try_from(value).map_or("UNSPECIFIED", |h| h.as_str_name())
+}
+
+/// A domain health as its wire enum.
+pub fn health_to_proto(health: &str) -> ProtoHealth {
+    match health {
+        "NEW" => ProtoHealth::New,
+        "UP" => ProtoHealth::Up,
+        "LATE" => ProtoHealth::Late,
+        "DOWN" => ProtoHealth::Down,
+        "PAUSED" => ProtoHealth::Paused,
+        _ => ProtoHealth::Unspecified,
+    }
+}
+
+/// A health change of `worker` as the event WatchHealth sends.
+pub fn health_change(worker: &str, previous: &str, current: &str, at: DateTime<Utc>) -> WorkerHealthChange {
+    WorkerHealthChange {
+        worker_name: worker.to_owned(),
+        previous: health_to_proto(previous) as i32,
+        current: health_to_proto(current) as i32,
+        at: Some(to_timestamp(at)),
+    }
+}
+
+/// What one committed batch produced.
+pub struct Written {
+    /// One per job, in order.
+    pub acks: Vec<Ack>,
+    /// Workers whose health the batch changed (a LATE worker reporting is UP again).
+    pub health_changes: Vec<WorkerHealthChange>,
+}
+
 /// Stores the new reports of `jobs` in one transaction; returns one [`Ack`] per job, in order.
 /// This is the writer's own commit; bulk loaders (the benchmark, `runwarden demo`) call it
 /// directly so that what they store is exactly what ingest would have stored.
@@ -266,7 +339,7 @@ pub async fn write_batch(
     store: &Store,
     scoring: &ScoringConfig,
     jobs: &[(ValidReport, DateTime<Utc>)],
-) -> Result<Vec<Ack>, DbErr> {
+) -> Result<Written, DbErr> {
     let txn = store.begin_write().await?;
 
     // First occurrence of each id in the batch is the candidate; later copies are duplicates.
@@ -284,8 +357,9 @@ pub async fn write_batch(
     new_indices.sort_unstable();
     if new_indices.is_empty() {
         txn.commit().await?;
-        return Ok(acks);
+        return Ok(Written { acks, health_changes: Vec::new() });
     }
+    let now = jobs.iter().map(|(_, received_at)| *received_at).max().unwrap_or_default();
 
     let mut worker_rows = load_workers(&txn, store.backend(), jobs, &new_indices).await?;
     let mut touched: HashMap<String, bool> = HashMap::new();
@@ -319,7 +393,16 @@ pub async fn write_batch(
         store_running_state(worker, &state);
         observe_run(worker, job, &analysis);
         let history = recent.entry(worker.id).or_insert_with(|| decode_recent(worker.recent_runs.as_deref()));
-        book.observe(worker.id, history, run_sample(job, &analysis), &job.report.execution_id);
+        let declared = worker_settings::declared(
+            worker.schedule_interval_secs,
+            worker.schedule_cron.as_deref(),
+            worker.schedule_grace_secs,
+            worker.paused,
+            *received_at,
+        );
+        let run = run_sample(job, &analysis);
+        book.observe_schedule(worker.id, history, &run, declared.as_ref(), to_micros(*received_at));
+        book.observe(worker.id, history, run, &job.report.execution_id);
         let scores = analysis.scores.unwrap_or_default();
         facts.push((worker.id, ExecutionFacts::from_report(&job.report, &scores, to_micros(job.started_at))));
         touched.entry(name.clone()).or_insert(false);
@@ -380,9 +463,17 @@ pub async fn write_batch(
         }
     }
     insert_anomalies(&txn, &book.opened).await?;
+    let mut health_changes = Vec::new();
     for worker in worker_rows.values_mut() {
         if let Some(history) = recent.get(&worker.id) {
             worker.recent_runs = Some(encode_recent(history));
+        }
+        if touched.contains_key(&worker.worker_name) {
+            let health = super::workers::verdict(worker, now).health.as_str();
+            if health != worker.health {
+                health_changes.push(health_change(&worker.worker_name, &worker.health, health, now));
+                health.clone_into(&mut worker.health);
+            }
         }
     }
 
@@ -403,7 +494,7 @@ pub async fn write_batch(
         }
     }
     txn.commit().await?;
-    Ok(acks)
+    Ok(Written { acks, health_changes })
 }
 
 /// Loads the rows of the workers that `new_indices` report for, locked on PostgreSQL so that
@@ -462,32 +553,86 @@ struct AnomalyBook {
 }
 
 impl AnomalyBook {
+    /// Closes anomalies of `kind` opened before `at_us` (in the database and in this batch).
+    fn resolve(&mut self, worker_id: i64, kind: AnomalyKind, at_us: i64) {
+        self.resolve_existing.entry((worker_id, kind.as_str())).or_insert(at_us);
+        for open in self.opened.iter_mut().filter(|a| a.worker_id == worker_id && a.finding.kind == kind) {
+            open.resolved_at_us.get_or_insert(at_us);
+        }
+    }
+
+    fn open(&mut self, worker_id: i64, finding: Finding, at_us: i64, execution_id: Option<&str>) {
+        tracing::info!(
+            worker_id,
+            kind = finding.kind.as_str(),
+            severity = finding.severity.as_str(),
+            detail = %finding.evidence.detail,
+            "anomaly"
+        );
+        self.opened.push(NewAnomaly {
+            worker_id,
+            finding,
+            opened_at_us: at_us,
+            resolved_at_us: None,
+            execution_id: execution_id.map(str::to_owned),
+        });
+    }
+
+    /// The schedule-aware verdicts on a new run, before it joins `history`: any report ends a
+    /// missed-run anomaly; RUNNING_TOO_OFTEN (declared schedules only) and QUOTA_EXHAUSTION open when
+    /// their condition starts and close when it ends.
+    fn observe_schedule(
+        &mut self,
+        worker_id: i64,
+        history: &[RunSample],
+        run: &RunSample,
+        declared: Option<&Schedule>,
+        received_at_us: i64,
+    ) {
+        let at = to_micros(run.started_at);
+        self.resolve(worker_id, AnomalyKind::MissedRun, received_at_us);
+        let mut starts: Vec<DateTime<Utc>> = history.iter().map(|r| r.started_at).collect();
+        if let Some(declared) = declared.filter(|s| !s.paused) {
+            let was = schedule::running_too_often(declared, &starts);
+            starts.push(run.started_at);
+            match running_too_often_finding(declared, &starts) {
+                Some(finding) if !was => self.open(worker_id, finding, at, None),
+                Some(_) => {}
+                None => self.resolve(worker_id, AnomalyKind::RunningTooOften, at),
+            }
+            starts.pop();
+        }
+        if run.api_quota_remaining.is_some() {
+            // When the next run comes: the declared schedule, else the typical gap between starts.
+            starts.push(run.started_at);
+            let typical_gap = schedule::typical_gap(&starts);
+            let next_after = |t: DateTime<Utc>| match declared.map(|s| &s.expected) {
+                Some(Expected::Every(interval)) => t.checked_add_signed(*interval).unwrap_or(t),
+                Some(Expected::Cron(cron)) => cron.next_after(t).unwrap_or(t),
+                None => typical_gap.and_then(|gap| t.checked_add_signed(gap)).unwrap_or(t),
+            };
+            let mut samples: Vec<(DateTime<Utc>, f64)> =
+                history.iter().filter_map(|r| Some((r.started_at, r.api_quota_remaining?))).collect();
+            let was = samples.last().is_some_and(|(t, _)| quota_exhaustion(&samples, next_after(*t)).is_some());
+            samples.push((run.started_at, run.api_quota_remaining.unwrap_or_default()));
+            match quota_exhaustion(&samples, next_after(run.started_at)) {
+                Some(finding) if !was => self.open(worker_id, finding, at, None),
+                Some(_) => {}
+                None => self.resolve(worker_id, AnomalyKind::QuotaExhaustion, at),
+            }
+        }
+    }
+
     fn observe(&mut self, worker_id: i64, history: &mut Vec<RunSample>, run: RunSample, execution_id: &str) {
         let findings = detect(history, &run, &self.config);
         let at = to_micros(run.started_at);
         for kind in RUN_LEVEL_KINDS {
             if resolves(kind, &run, &findings, &self.config) {
-                self.resolve_existing.entry((worker_id, kind.as_str())).or_insert(at);
-                for open in self.opened.iter_mut().filter(|a| a.worker_id == worker_id && a.finding.kind == kind) {
-                    open.resolved_at_us.get_or_insert(at);
-                }
+                self.resolve(worker_id, kind, at);
             }
         }
         for finding in findings {
-            tracing::info!(
-                worker_id,
-                kind = finding.kind.as_str(),
-                severity = finding.severity.as_str(),
-                detail = %finding.evidence.detail,
-                "anomaly"
-            );
-            self.opened.push(NewAnomaly {
-                worker_id,
-                finding,
-                opened_at_us: at,
-                resolved_at_us: None,
-                execution_id: execution_id.to_owned(),
-            });
+            self.open(worker_id, finding, at, Some(execution_id));
         }
         history.push(run);
         let excess = history.len().saturating_sub(self.config.window);
@@ -586,6 +731,16 @@ mod tests {
             last_overall_score: 0.0,
             last_quality_level: 0,
             recent_runs: None,
+            schedule_interval_secs: None,
+            schedule_cron: None,
+            schedule_grace_secs: None,
+            paused: false,
+            resumed_at_us: None,
+            owner: String::new(),
+            description: String::new(),
+            labels: None,
+            health: "NEW".into(),
+            missed_through_us: None,
         };
         // An older run arriving late changes the count and first_seen, not the last outcome.
         observe_run(&mut worker, &valid(Outcome::Failed, 50, 60), &Analysis::default());

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     domain::{
-        rollup::{Cover, ExecutionFacts, Period, Rollup},
+        rollup::{Cover, DAY_US, ExecutionFacts, HOUR_US, Period, Rollup},
         sketch::DurationSketch,
     },
     proto::v1::{Analysis, ExecutionReport},
@@ -211,6 +211,12 @@ pub enum GroupBy {
     Worker,
     /// Buckets of this many microseconds (an hour or a day), keyed by their start.
     Bucket(i64),
+    /// Hour of the day 0-23 (UTC) of hourly rows.
+    HourOfDay,
+    /// Weekday 0-6, 0 = Monday, of hourly rows.
+    Weekday,
+    /// `worker_id × 24 + hour of the day` of hourly rows.
+    WorkerHourOfDay,
 }
 
 /// Sums rollup rows in `[since_us, until_us)` inside the database, grouped as asked: the rows are
@@ -226,6 +232,10 @@ pub async fn aggregate(
     let key = match group {
         GroupBy::Worker => "worker_id".to_owned(),
         GroupBy::Bucket(size) => format!("(start_us / {size}) * {size}"),
+        GroupBy::HourOfDay => format!("(start_us / {HOUR_US}) % 24"),
+        // 1970-01-01 was a Thursday (3 with Monday = 0).
+        GroupBy::Weekday => format!("((start_us / {DAY_US}) + 3) % 7"),
+        GroupBy::WorkerHourOfDay => format!("worker_id * 24 + (start_us / {HOUR_US}) % 24"),
     };
     let worker_filter = worker_id.map(|id| format!(" AND worker_id = {id}")).unwrap_or_default();
     let ranges = cover_condition(cover);

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use runwarden::proto::v1::{
-    CloseStreamRequest, Execution, GetGuardianStatusRequest, GuardianStatus, HeartbeatRequest, ListExecutionsRequest,
-    ListStreamsRequest, OpenStreamRequest, QualityLevel, StreamState, WatchExecutionsRequest, WatchHealthRequest,
-    guardian_service_client::GuardianServiceClient,
+    CloseStreamRequest, Execution, GetGuardianStatusRequest, GuardianStatus, HealthEvent, HeartbeatRequest,
+    ListExecutionsRequest, ListStreamsRequest, OpenStreamRequest, QualityLevel, StreamState, WatchExecutionsRequest,
+    WatchHealthRequest, WorkerHealth, guardian_service_client::GuardianServiceClient, health_event,
 };
 use serde_json::Value;
 use tonic::Code;
@@ -126,6 +126,14 @@ async fn guardian_reports_itself_as_sse_guardian(backend: Backend) {
     assert_eq!(custom["active_streams"], Value::from(12.0));
 }
 
+/// The guardian status an event carries (a worker health change here is a test failure).
+fn guardian_status(event: HealthEvent) -> GuardianStatus {
+    match event.event {
+        Some(health_event::Event::Guardian(status)) => status,
+        other => panic!("expected a guardian status, got {other:?}"),
+    }
+}
+
 async fn watches_deliver_live_over_grpc_and_grpc_web(backend: Backend) {
     let clock = ManualClock::starting_now();
     let app = spawn_app_with_clock(TestDatabase::create(backend).await, |_| {}, clock.clone()).await;
@@ -133,7 +141,7 @@ async fn watches_deliver_live_over_grpc_and_grpc_web(backend: Backend) {
 
     // gRPC: the current status at once, then the next tick's.
     let mut health = client(&app).watch_health(WatchHealthRequest {}).await.expect("watch").into_inner();
-    let first = health.message().await.expect("first").expect("a status");
+    let first = guardian_status(health.message().await.expect("first").expect("an event"));
     assert!(first.at.is_some());
     let mut executions = app
         .query
@@ -145,7 +153,7 @@ async fn watches_deliver_live_over_grpc_and_grpc_web(backend: Backend) {
 
     // grpc-web (what the dashboard uses): the same two streams over HTTP/1.1.
     let mut web_health = app.grpc_web_stream("/runwarden.v1.GuardianService/WatchHealth", &WatchHealthRequest {}).await;
-    let web_first: GuardianStatus = web_health.next().await.expect("grpc-web first status");
+    let web_first = guardian_status(web_health.next::<HealthEvent>().await.expect("grpc-web first status"));
     assert_eq!(web_first.at, first.at);
     let mut web_executions = app
         .grpc_web_stream(
@@ -168,10 +176,30 @@ async fn watches_deliver_live_over_grpc_and_grpc_web(backend: Backend) {
 
     clock.advance(20);
     tick(&app).await;
-    let second = tokio::time::timeout(Duration::from_secs(5), health.message()).await.expect("in time").expect("ok");
-    assert!(second.expect("status").active_streams >= 4, "the four watches are tracked streams");
-    let web_second: GuardianStatus =
-        tokio::time::timeout(Duration::from_secs(5), web_health.next()).await.expect("in time").expect("status");
+    // Both health watches saw the two new workers come UP, then the tick's status.
+    let mut changes = Vec::new();
+    let second = loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), health.message()).await.expect("in time");
+        match event.expect("ok").expect("event").event {
+            Some(health_event::Event::WorkerHealth(change)) => changes.push((change.worker_name, change.current)),
+            Some(health_event::Event::Guardian(status)) => break status,
+            None => panic!("empty event"),
+        }
+    };
+    changes.sort();
+    let up = WorkerHealth::Up as i32;
+    assert_eq!(changes, [("other_worker".to_owned(), up), ("watched_worker".to_owned(), up)]);
+    assert!(second.active_streams >= 4, "the four watches are tracked streams");
+    let mut web_changes = 0;
+    let web_second = loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), web_health.next::<HealthEvent>()).await;
+        match event.expect("in time").expect("event").event {
+            Some(health_event::Event::WorkerHealth(_)) => web_changes += 1,
+            Some(health_event::Event::Guardian(status)) => break status,
+            None => panic!("empty event"),
+        }
+    };
+    assert_eq!(web_changes, 2, "grpc-web carries the health changes too");
     assert!(web_second.at.map(|t| (t.seconds, t.nanos)) >= web_first.at.map(|t| (t.seconds, t.nanos)));
 }
 

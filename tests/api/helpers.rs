@@ -18,10 +18,11 @@ use prost::Message;
 use runwarden::{
     App, Config,
     api::{Clock, SystemClock},
+    detector::Detector,
     guardian::Guardian,
     proto::v1::{
         ExecutionReport, Outcome, SubmitReportRequest, SubmitReportResponse, query_service_client::QueryServiceClient,
-        report_service_client::ReportServiceClient,
+        report_service_client::ReportServiceClient, worker_service_client::WorkerServiceClient,
     },
 };
 use sqlx::{Connection, Executor, PgConnection};
@@ -126,6 +127,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub channel: Channel,
     pub guardian: Arc<Guardian>,
+    pub detector: Arc<Detector>,
+    pub workers: WorkerServiceClient<Channel>,
     db: Option<TestDatabase>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
@@ -140,7 +143,11 @@ pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
     pub fn starting_now() -> Arc<ManualClock> {
-        Arc::new(ManualClock(AtomicI64::new(Utc::now().timestamp_micros())))
+        Self::starting_at(Utc::now())
+    }
+
+    pub fn starting_at(at: DateTime<Utc>) -> Arc<ManualClock> {
+        Arc::new(ManualClock(AtomicI64::new(at.timestamp_micros())))
     }
 
     pub fn advance(&self, seconds: i64) {
@@ -173,17 +180,21 @@ pub async fn spawn_app_with_clock(
     let app = App::build_with_clock(config, clock).await.expect("server starts");
     let addr = app.local_addr();
     let guardian = app.guardian();
+    let detector = app.detector();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    let workers = WorkerServiceClient::new(channel.clone());
     TestApp {
         addr,
         report: ReportServiceClient::new(channel.clone()),
         query: QueryServiceClient::new(channel.clone()),
         channel,
         guardian,
+        detector,
+        workers,
         http: reqwest::Client::new(),
         db: Some(db),
         stop: Some(stop),

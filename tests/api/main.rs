@@ -11,3 +11,4 @@ mod query;
 mod scoring;
 mod stats;
 mod submit;
+mod workers;

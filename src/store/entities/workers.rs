@@ -28,6 +28,22 @@ pub struct Model {
     pub last_quality_level: i32,
     /// JSON array of the latest runs anomaly detection compares a new run with.
     pub recent_runs: Option<String>,
+    /// Declared schedule: seconds between runs, or a cron expression (at most one is set).
+    pub schedule_interval_secs: Option<i64>,
+    pub schedule_cron: Option<String>,
+    /// Declared grace; `None` means the default for the schedule.
+    pub schedule_grace_secs: Option<i64>,
+    pub paused: bool,
+    /// When the worker was last resumed; missed slots are counted from here at the earliest.
+    pub resumed_at_us: Option<i64>,
+    pub owner: String,
+    pub description: String,
+    /// JSON object of labels.
+    pub labels: Option<String>,
+    /// The health last published (by the detector or ingest), to detect changes.
+    pub health: String,
+    /// The latest missed slot recorded as a MISSED_RUN anomaly, so each slot is recorded once.
+    pub missed_through_us: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
