@@ -159,6 +159,7 @@ impl Detector {
             anomalies::resolve(&txn, worker_id, AnomalyKind::FailureRate.as_str(), now_us).await?;
         }
         anomalies::insert(&txn, &opened).await?;
+        crate::store::notify::send(&txn, self.store.replica(), &[], &changes).await?;
         txn.commit().await?;
         pass.health_changes = changes.len();
         self.ingest.publish_health(changes);

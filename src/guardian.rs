@@ -32,6 +32,10 @@ use crate::{
 const TICK_LOCK_KEY: i64 = 0x7275_6e77_6172_6402;
 /// How long tick snapshots are kept.
 const SNAPSHOT_RETENTION: TimeDelta = TimeDelta::days(7);
+/// How long a stream read from the database is trusted by [`Guardian::heartbeat`].
+const KNOWN_TTL: TimeDelta = TimeDelta::seconds(10);
+/// The known-stream cache is emptied of expired entries when it grows past this.
+const KNOWN_PRUNE_AT: usize = 200_000;
 /// The worker name the guardian reports its ticks as.
 pub const GUARDIAN_WORKER: &str = "sse_guardian";
 
@@ -42,6 +46,11 @@ pub struct Guardian {
     clock: Arc<dyn Clock>,
     /// stream id → newest heartbeat (µs) not yet written.
     heartbeats: std::sync::Mutex<HashMap<String, i64>>,
+    /// Streams this replica recently read, opened or heartbeated, with when it learned of them, so
+    /// a heartbeat needs no database read. Entries live [`KNOWN_TTL`]; this replica's close and
+    /// tick drop the streams they end. A stream closed on another replica may therefore accept
+    /// heartbeats here for up to the TTL (harmless: the write never revives a closed stream).
+    known: std::sync::Mutex<HashMap<String, (TrackedStream, DateTime<Utc>)>>,
     status: watch::Sender<GuardianStatus>,
 }
 
@@ -63,7 +72,15 @@ impl Guardian {
     ) -> Result<Arc<Guardian>, Error> {
         let latest = streams::latest_snapshot(store.reader()).await?.map(|(_, s)| s).unwrap_or_default();
         let (status, _) = watch::channel(latest);
-        Ok(Arc::new(Guardian { store, config, ingest, clock, heartbeats: Default::default(), status }))
+        Ok(Arc::new(Guardian {
+            store,
+            config,
+            ingest,
+            clock,
+            heartbeats: Default::default(),
+            known: Default::default(),
+            status,
+        }))
     }
 
     pub fn config(&self) -> &GuardianConfig {
@@ -130,6 +147,7 @@ impl Guardian {
             )));
         }
         metrics::counter!("runwarden_streams_opened_total", "type" => stream.stream_type.clone()).increment(1);
+        self.remember(&stream, now);
         let row = streams::find(self.store.reader(), &stream_id)
             .await?
             .ok_or_else(|| Error::internal(format!("stream {stream_id} vanished after insert")))?;
@@ -139,9 +157,15 @@ impl Guardian {
     /// Accepts a heartbeat (buffered; written within the flush interval).
     pub async fn heartbeat(&self, stream_id: &str) -> Result<DateTime<Utc>, Error> {
         let gone = || Error::NotFound(format!("stream {stream_id:?} is unknown or was cleaned up; open a new one"));
-        let row = streams::find(self.store.reader(), stream_id).await?.ok_or_else(gone)?;
         let now = self.now();
-        let mut stream = row.to_domain();
+        let mut stream = match self.known_stream(stream_id, now) {
+            Some(stream) => stream,
+            None => {
+                let stream = streams::find(self.store.reader(), stream_id).await?.ok_or_else(gone)?.to_domain();
+                self.remember(&stream, now);
+                stream
+            }
+        };
         if let Some(beat) = self.buffered(stream_id) {
             stream.last_heartbeat = stream.last_heartbeat.max(from_micros(beat));
         }
@@ -159,7 +183,32 @@ impl Guardian {
         Ok(stream.last_heartbeat + self.config.stale_after)
     }
 
+    /// A stream this replica learned of less than [`KNOWN_TTL`] ago.
+    fn known_stream(&self, stream_id: &str, now: DateTime<Utc>) -> Option<TrackedStream> {
+        let known = self.known.lock().ok()?;
+        let (stream, learned_at) = known.get(stream_id)?;
+        (now - *learned_at <= KNOWN_TTL && now >= *learned_at).then(|| stream.clone())
+    }
+
+    fn remember(&self, stream: &TrackedStream, now: DateTime<Utc>) {
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= KNOWN_PRUNE_AT {
+                known.retain(|_, (_, learned_at)| now - *learned_at <= KNOWN_TTL);
+            }
+            known.insert(stream.stream_id.clone(), (stream.clone(), now));
+        }
+    }
+
+    fn forget<'a>(&self, stream_ids: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut known) = self.known.lock() {
+            for id in stream_ids {
+                known.remove(id);
+            }
+        }
+    }
+
     pub async fn close(&self, stream_id: &str, reason: &str) -> Result<pb::TrackedStream, Error> {
+        self.forget([stream_id]);
         let txn = self.store.begin_write().await?;
         let row = streams::find(&txn, stream_id)
             .await?
@@ -290,14 +339,30 @@ impl Guardian {
             txn.commit().await?;
             return Ok(None);
         }
-        let rows = streams::all(&txn).await?;
+        // Streams healthy at the last tick with a fresh heartbeat stay healthy: count them, load the rest.
+        let fresh_since = to_micros(now - self.config.stale_after);
+        let (fresh, rows) = streams::tick_candidates(&txn, fresh_since).await?;
+        let healthy = streams::state_code(StreamState::Healthy);
+        let loaded_fresh =
+            rows.iter().filter(|r| r.state == healthy && r.last_heartbeat_us >= fresh_since).count() as u64;
         let previous: HashMap<String, StreamState> =
             rows.iter().filter_map(|r| streams::state_from_code(r.state).map(|s| (r.stream_id.clone(), s))).collect();
         let tracked: Vec<TrackedStream> = rows.iter().map(streams::StreamRow::to_domain).collect();
-        let tick = guardian::classify(&tracked, &previous, now, &self.config);
+        let tick = guardian::with_untouched_healthy(
+            guardian::classify(&tracked, &previous, now, &self.config),
+            fresh.saturating_sub(loaded_fresh),
+            &self.config,
+        );
         let changes: Vec<(String, StreamState, Option<i64>)> =
             tick.transitions.iter().map(|t| (t.stream_id.clone(), t.to, t.orphaned_at.map(to_micros))).collect();
         streams::apply_tick(&txn, &changes, &tick.remove).await?;
+        self.forget(
+            tick.transitions
+                .iter()
+                .filter(|t| matches!(t.to, StreamState::Orphaned | StreamState::Closed))
+                .map(|t| t.stream_id.as_str())
+                .chain(tick.remove.iter().map(String::as_str)),
+        );
         let m = &tick.metrics;
         let status = GuardianStatus {
             at: Some(to_timestamp(now)),

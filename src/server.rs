@@ -77,6 +77,8 @@ pub struct App {
     store: Store,
     guardian: Arc<Guardian>,
     detector: Arc<Detector>,
+    /// Relays other replicas' live events (PostgreSQL).
+    replica_events: Option<tokio::task::JoinHandle<()>>,
     shutdown_timeout: Duration,
     background_tasks: bool,
 }
@@ -121,6 +123,7 @@ impl App {
             .await
             .map_err(|e| StartError::Guardian(e.to_string()))?;
         let detector = Detector::new(store.clone(), ingest.clone(), clock.clone(), config.detector.clone());
+        let replica_events = crate::store::notify::spawn_listener(store.clone(), ingest.clone());
         let services = Arc::new(Services { store: store.clone(), ingest, clock, guardian: guardian.clone() });
         let report = ReportApi::new(services.clone());
         let query = QueryApi::new(services.clone());
@@ -195,6 +198,7 @@ impl App {
             store,
             guardian,
             detector,
+            replica_events,
             shutdown_timeout: config.shutdown_timeout,
             background_tasks: config.background_tasks,
         })
@@ -221,7 +225,17 @@ impl App {
     /// Serves until `shutdown` completes, then drains (see the module docs).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let App {
-            listener, router, health, writer, store, guardian, detector, shutdown_timeout, background_tasks, ..
+            listener,
+            router,
+            health,
+            writer,
+            store,
+            guardian,
+            detector,
+            replica_events,
+            shutdown_timeout,
+            background_tasks,
+            ..
         } = self;
         let (draining_tx, mut draining) = watch::channel(false);
         let probe = spawn_health_probe(store.clone(), health.clone(), draining.clone());
@@ -264,6 +278,9 @@ impl App {
         }
         writer.shutdown().await;
         probe.abort();
+        if let Some(task) = replica_events {
+            task.abort();
+        }
         store.close().await;
         tracing::info!("stopped");
         result

@@ -10,6 +10,7 @@ mod m20261128_000003_worker_rollups;
 mod m20261128_000004_guardian;
 mod m20261128_000005_anomalies;
 mod m20261128_000006_worker_schedules;
+mod m20261128_000007_stream_tick_indexes;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000004_guardian::Migration),
             Box::new(m20261128_000005_anomalies::Migration),
             Box::new(m20261128_000006_worker_schedules::Migration),
+            Box::new(m20261128_000007_stream_tick_indexes::Migration),
         ]
     }
 }

@@ -34,6 +34,12 @@ impl WorkerApi {
             let store = &self.services.store;
             let txn = store.begin_write().await?;
             let (row, previous) = workers::upsert_settings(&txn, store.backend(), &settings, now).await?;
+            let changes: Vec<_> = previous
+                .filter(|p| *p != row.health)
+                .map(|previous| health_change(&row.worker_name, &previous, &row.health, now))
+                .into_iter()
+                .collect();
+            crate::store::notify::send(&txn, store.replica(), &[], &changes).await?;
             txn.commit().await?;
             tracing::info!(
                 worker = %row.worker_name,
@@ -43,9 +49,7 @@ impl WorkerApi {
                 paused = row.paused,
                 "worker settings upserted"
             );
-            if let Some(previous) = previous.filter(|p| *p != row.health) {
-                self.services.ingest.publish_health(vec![health_change(&row.worker_name, &previous, &row.health, now)]);
-            }
+            self.services.ingest.publish_health(changes);
             self.query.get_worker(GetWorkerRequest { worker_name: row.worker_name }).await
         })
         .await

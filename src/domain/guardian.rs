@@ -543,6 +543,19 @@ pub fn classify(
     GuardianTick { at: now, warnings: warnings_for(&m, config), metrics: m, transitions, remove, states }
 }
 
+/// Adds `n` streams that [`classify`] did not see because they are known to stay healthy (healthy at the
+/// last tick, fresh heartbeat, open and not orphaned: no transition, no removal), then recomputes the
+/// derived metrics and the warnings. `classify(all) == with_untouched_healthy(classify(all − those), n)`
+/// in metrics, warnings, transitions and removals (`states` lists only the streams classified).
+pub fn with_untouched_healthy(mut tick: GuardianTick, n: u64, config: &GuardianConfig) -> GuardianTick {
+    let m = &mut tick.metrics;
+    m.healthy_streams += n;
+    m.active_streams = m.healthy_streams + m.stale_streams + m.orphaned_streams;
+    m.orphan_rate = if m.active_streams == 0 { 0.0 } else { m.orphaned_streams as f64 / m.active_streams as f64 };
+    tick.warnings = warnings_for(&tick.metrics, config);
+    tick
+}
+
 /// The warnings `metrics` trigger under `config` (strictly-above rule, fixed order).
 pub fn warnings_for(metrics: &TickMetrics, config: &GuardianConfig) -> Vec<Warning> {
     let mut out = Vec::new();
@@ -1233,6 +1246,32 @@ mod tests {
             prop_assert_eq!(has(WarningKind::TooManyStale), m.stale_streams > c.stale_warning);
             prop_assert_eq!(has(WarningKind::TooManyOrphaned), m.orphaned_streams > c.orphaned_warning);
             prop_assert_eq!(has(WarningKind::OrphanRateHigh), m.orphan_rate > c.orphan_rate_warning);
+        }
+
+        #[test]
+        fn prop_skipping_untouched_healthy_streams_changes_nothing(
+            streams in arb_streams(), c in arb_config(), now in 0i64..4_000,
+            prev_states in proptest::collection::vec(arb_state(), 40),
+        ) {
+            let prev: HashMap<_, _> =
+                streams.iter().zip(&prev_states).map(|(s, p)| (s.stream_id.clone(), *p)).collect();
+            let fresh_since = at(now) - c.stale_after;
+            // What the store skips: healthy at the last tick, fresh, open, not orphaned.
+            let untouched = |s: &TrackedStream| {
+                prev.get(&s.stream_id).is_none_or(|p| *p == StreamState::Healthy)
+                    && s.last_heartbeat >= fresh_since
+                    && s.closed_at.is_none()
+                    && s.orphaned_at.is_none()
+                    && !s.owner_gone
+            };
+            let rest: Vec<TrackedStream> = streams.iter().filter(|s| !untouched(s)).cloned().collect();
+            let skipped = (streams.len() - rest.len()) as u64;
+            let full = classify(&streams, &prev, at(now), &c);
+            let partial = with_untouched_healthy(classify(&rest, &prev, at(now), &c), skipped, &c);
+            prop_assert_eq!(&full.metrics, &partial.metrics);
+            prop_assert_eq!(&full.warnings, &partial.warnings);
+            prop_assert_eq!(&full.transitions, &partial.transitions);
+            prop_assert_eq!(&full.remove, &partial.remove);
         }
 
         #[test]

@@ -133,3 +133,17 @@ pub async fn recent_reports(
         .await?;
     Ok(blobs.iter().filter_map(|b| crate::proto::v1::ExecutionReport::decode(b.as_slice()).ok()).collect())
 }
+
+/// The executions with these ids (any order; unknown ids are skipped).
+pub async fn find_many(db: &impl ConnectionTrait, ids: &[String]) -> Result<Vec<ExecutionRow>, DbErr> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        rows.extend(
+            Executions::find()
+                .filter(executions::Column::ExecutionId.is_in(chunk.iter().map(String::as_str)))
+                .all(db)
+                .await?,
+        );
+    }
+    Ok(rows)
+}

@@ -179,6 +179,18 @@ impl Ingest {
         publish_health(&self.health, changes);
     }
 
+    /// Health changes another replica committed (already logged there).
+    pub fn relay_health(&self, changes: Vec<WorkerHealthChange>) {
+        for change in changes {
+            let _ = self.health.send(Arc::new(change));
+        }
+    }
+
+    /// An execution another replica committed, to this replica's watchers.
+    pub fn publish_execution(&self, execution: Arc<Execution>) {
+        let _ = self.events.send(execution);
+    }
+
     /// Reports waiting for the writer.
     pub fn depth(&self) -> usize {
         self.capacity - self.tx.capacity()
@@ -469,7 +481,9 @@ pub async fn write_batch(
             worker.recent_runs = Some(encode_recent(history));
         }
         if touched.contains_key(&worker.worker_name) {
-            let health = super::workers::verdict(worker, now).health.as_str();
+            let starts: Vec<DateTime<Utc>> =
+                recent.get(&worker.id).map(|h| h.iter().map(|r| r.started_at).collect()).unwrap_or_default();
+            let health = super::workers::verdict_with_starts(worker, &starts, now).health.as_str();
             if health != worker.health {
                 health_changes.push(health_change(&worker.worker_name, &worker.health, health, now));
                 health.clone_into(&mut worker.health);
@@ -493,6 +507,13 @@ pub async fn write_batch(
                 .await?;
         }
     }
+    let stored: Vec<&str> = jobs
+        .iter()
+        .zip(&acks)
+        .filter(|(_, ack)| matches!(ack, Ack::Stored(_)))
+        .map(|((job, _), _)| job.report.execution_id.as_str())
+        .collect();
+    super::notify::send(&txn, store.replica(), &stored, &health_changes).await?;
     txn.commit().await?;
     Ok(Written { acks, health_changes })
 }

@@ -9,6 +9,7 @@ pub mod anomalies;
 pub mod entities;
 pub mod executions;
 pub mod ingest;
+pub mod notify;
 pub mod rollups;
 pub mod streams;
 pub mod workers;
@@ -67,6 +68,10 @@ impl Default for StoreOptions {
 pub struct Store {
     read: DatabaseConnection,
     write: DatabaseConnection,
+    /// This process's id in cross-replica notifications (so it ignores its own).
+    replica: std::sync::Arc<str>,
+    /// Where to LISTEN, on PostgreSQL.
+    listen: Option<PgConnectOptions>,
 }
 
 impl Store {
@@ -82,6 +87,16 @@ impl Store {
                 "unsupported database URL {url:?}: expected sqlite://PATH or postgres://USER@HOST/DB"
             )))
         }
+    }
+
+    /// This process's replica id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// The connection options a LISTEN connection uses (PostgreSQL only).
+    pub fn listen_options(&self) -> Option<&PgConnectOptions> {
+        self.listen.as_ref()
     }
 
     pub fn reader(&self) -> &DatabaseConnection {
@@ -166,7 +181,7 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
             .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot open {url}: {e}"))))?;
         SqlxSqliteConnector::from_sqlx_sqlite_pool(readers)
     };
-    Ok(Store { read, write })
+    Ok(Store { read, write, replica: new_replica_id(), listen: None })
 }
 
 async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Store, DbErr> {
@@ -176,11 +191,15 @@ async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Store, Db
     let pool = PgPoolOptions::new()
         .max_connections(options.pool_size.max(2))
         .acquire_timeout(options.connect_timeout)
-        .connect_with(connect)
+        .connect_with(connect.clone())
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot connect to PostgreSQL: {e}"))))?;
     let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-    Ok(Store { read: db.clone(), write: db })
+    Ok(Store { read: db.clone(), write: db, replica: new_replica_id(), listen: Some(connect) })
+}
+
+fn new_replica_id() -> std::sync::Arc<str> {
+    uuid::Uuid::new_v4().simple().to_string().into()
 }
 
 /// Microseconds since the Unix epoch, the storage form of every time.

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use prost::Message;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 
 use super::{
@@ -100,23 +100,62 @@ pub async fn close(db: &impl ConnectionTrait, row: StreamRow, at_us: i64, reason
 
 /// Applies buffered heartbeats; a heartbeat never moves `last_heartbeat` backwards and never
 /// revives a closed or orphaned stream.
+/// One UPDATE per chunk of 500 (a joined VALUES list), not one per stream.
 pub async fn apply_heartbeats(db: &impl ConnectionTrait, beats: &HashMap<String, i64>) -> Result<(), DbErr> {
-    for (stream_id, at_us) in beats {
-        streams::Entity::update_many()
-            .col_expr(streams::Column::LastHeartbeatUs, sea_orm::sea_query::Expr::value(*at_us))
-            .filter(streams::Column::StreamId.eq(stream_id.as_str()))
-            .filter(streams::Column::LastHeartbeatUs.lt(*at_us))
-            .filter(streams::Column::ClosedAtUs.is_null())
-            .filter(streams::Column::OrphanedAtUs.is_null())
-            .exec(db)
-            .await?;
+    use std::fmt::Write;
+    let backend = db.get_database_backend();
+    let entries: Vec<(&String, &i64)> = beats.iter().collect();
+    for chunk in entries.chunks(500) {
+        let mut values = String::with_capacity(chunk.len() * 32);
+        let mut params: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len());
+        for (i, (stream_id, at_us)) in chunk.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            // Only the integer is interpolated; the id is a bound parameter.
+            let _ = match backend {
+                DbBackend::Postgres => write!(values, "{separator}(${}::text, {at_us}::bigint)", i + 1),
+                _ => write!(values, "{separator}(?, {at_us})"),
+            };
+            params.push(stream_id.as_str().into());
+        }
+        let sql = format!(
+            "WITH beats(id, at) AS (VALUES {values}) \
+             UPDATE streams SET last_heartbeat_us = beats.at FROM beats \
+             WHERE streams.stream_id = beats.id AND streams.last_heartbeat_us < beats.at \
+             AND streams.closed_at_us IS NULL AND streams.orphaned_at_us IS NULL"
+        );
+        db.execute_raw(Statement::from_sql_and_values(backend, sql, params)).await?;
     }
     Ok(())
 }
 
-/// Every stream, for a tick.
-pub async fn all(db: &impl ConnectionTrait) -> Result<Vec<StreamRow>, DbErr> {
-    streams::Entity::find().all(db).await
+/// What a tick needs to read: how many streams were healthy at the last tick and still have a fresh
+/// heartbeat (`last_heartbeat_us >= fresh_since_us`, counted from the index alone), and every stream
+/// whose state may have changed — not healthy at the last tick, aging past `fresh_since_us`, closed or
+/// orphaned. In a steady state the second set is small, so a tick over 100 k streams reads little.
+pub async fn tick_candidates(db: &impl ConnectionTrait, fresh_since_us: i64) -> Result<(u64, Vec<StreamRow>), DbErr> {
+    use streams::Column as C;
+    let healthy = state_code(StreamState::Healthy);
+    let fresh: i64 = streams::Entity::find()
+        .select_only()
+        .column_as(C::StreamId.count(), "n")
+        .filter(C::State.eq(healthy))
+        .filter(C::LastHeartbeatUs.gte(fresh_since_us))
+        .into_tuple()
+        .one(db)
+        .await?
+        .unwrap_or(0);
+    let rows = streams::Entity::find()
+        .filter(
+            Condition::any()
+                .add(C::State.gt(healthy))
+                .add(Condition::all().add(C::State.eq(healthy)).add(C::LastHeartbeatUs.lt(fresh_since_us)))
+                .add(C::ClosedAtUs.is_not_null())
+                // An owner declared gone is stamped with orphaned_at (`TrackedStream::mark_owner_gone`).
+                .add(C::OrphanedAtUs.is_not_null()),
+        )
+        .all(db)
+        .await?;
+    Ok((u64::try_from(fresh).unwrap_or(0), rows))
 }
 
 /// Up to `limit` streams by id after `after`, filtered by state and type.

@@ -43,6 +43,11 @@ pub async fn names(db: &impl ConnectionTrait) -> Result<HashMap<i64, String>, Db
 pub fn verdict(row: &WorkerRow, now: DateTime<Utc>) -> Verdict {
     let starts: Vec<DateTime<Utc>> =
         super::anomalies::decode_recent(row.recent_runs.as_deref()).iter().map(|r| r.started_at).collect();
+    verdict_with_starts(row, &starts, now)
+}
+
+/// [`verdict`] with the recent starts already at hand (ingest keeps them decoded).
+pub fn verdict_with_starts(row: &WorkerRow, starts: &[DateTime<Utc>], now: DateTime<Utc>) -> Verdict {
     let declared = worker_settings::declared(
         row.schedule_interval_secs,
         row.schedule_cron.as_deref(),
@@ -54,7 +59,7 @@ pub fn verdict(row: &WorkerRow, now: DateTime<Utc>) -> Verdict {
         &WorkerFacts {
             declared,
             paused: row.paused,
-            recent_starts: &starts,
+            recent_starts: starts,
             last_run_started: row.last_run_at_us.map(super::from_micros),
             resumed_at: row.resumed_at_us.map(super::from_micros),
         },

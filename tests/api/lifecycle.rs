@@ -45,7 +45,7 @@ async fn data_survives_a_restart(backend: Backend) {
 }
 
 /// Starts the real binary on `db` and returns it with its address (read from its JSON log).
-fn start_binary(db: &TestDatabase) -> (Child, String) {
+pub(crate) fn start_binary(db: &TestDatabase) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5", "--database"])
         .arg(&db.url)

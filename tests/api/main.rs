@@ -8,6 +8,7 @@ mod guardian;
 mod helpers;
 mod lifecycle;
 mod query;
+mod replicas;
 mod scoring;
 mod stats;
 mod submit;

@@ -6,7 +6,10 @@
 //! (p50/p99 of 200 calls each) next to the same figures computed by scanning raw executions.
 //! - `runwarden-bench ingest [--quick] [--postgres URL]` measures report ingest against the wire
 //!   (a bare tonic echo server) and the storage (raw inserts), see `ingest.rs`.
+//! - `runwarden-bench guardian [--streams 100000 --heartbeats 5000]`: tick duration, heartbeat
+//!   latency and ingest with and without heartbeats, see `guardian.rs`.
 
+mod guardian;
 mod ingest;
 
 use std::time::{Duration, Instant};
@@ -77,6 +80,19 @@ enum Bench {
         /// Length of each sample.
         #[arg(long, default_value_t = 30)]
         slice: u64,
+    },
+    /// The stream guardian at scale: tick duration over many streams, heartbeat latency, and
+    /// ingest with and without a heartbeat load.
+    Guardian {
+        #[arg(long, default_value_t = 100_000)]
+        streams: usize,
+        #[arg(long, default_value_t = 5_000)]
+        heartbeats: u64,
+        /// Length of each ingest measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2.0)]
+        tick_seconds: f64,
     },
     /// The bare tonic echo server the ingest benchmark uses as the wire limit.
     EchoServer {
@@ -545,5 +561,8 @@ async fn main() {
         Bench::EchoServer { listen } => ingest::serve_echo(listen).await,
         Bench::IngestAtScale { rows, seconds } => ingest_at_scale(rows, seconds).await,
         Bench::Soak { seconds, slice } => soak(seconds, slice).await,
+        Bench::Guardian { streams, heartbeats, seconds, tick_seconds } => {
+            guardian::run(streams, heartbeats, seconds, tick_seconds).await;
+        }
     }
 }

@@ -1,0 +1,202 @@
+//! `runwarden-bench guardian`: the stream guardian at scale. A runwarden server (child process, fresh
+//! SQLite file, tick every `--tick-seconds`) tracks `--streams` streams opened over gRPC; the bench
+//! then measures, in one run:
+//! - report ingest alone (unary, 64 in flight) — the baseline;
+//! - the same ingest while `--heartbeats` heartbeats per second go to random streams, with the
+//!   heartbeat latency p50/p99;
+//! - every guardian tick's duration over 100 k streams (from GetGuardianStatus), and the server's
+//!   peak RSS.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use runwarden::proto::v1::{
+    GetGuardianStatusRequest, HeartbeatRequest, OpenStreamRequest, guardian_service_client::GuardianServiceClient,
+};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use super::{
+    Rng,
+    ingest::{Run, ServerProcess, Shape, measure},
+    ms, runwarden_binary, tempfile_dir,
+};
+
+const TYPES: [&str; 5] = ["generation", "coach_start", "coach_continue", "profile_start", "profile_continue"];
+
+pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_seconds: f64) {
+    let dir = tempfile_dir();
+    let url = format!("sqlite://{}/guardian.db?mode=rwc", dir.display());
+    let config = dir.join("runwarden.toml");
+    // Streams stay healthy for the whole run, so every tick classifies all of them.
+    std::fs::write(
+        &config,
+        format!("[guardian]\ntick_interval_seconds = {tick_seconds}\nstale_after_seconds = 3600\norphan_after_seconds = 7200\n"),
+    )
+    .expect("config");
+    let server = ServerProcess::start(
+        &runwarden_binary(),
+        &[
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &url,
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ],
+    );
+    let channel =
+        Channel::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await.expect("connect");
+    let guardian = GuardianServiceClient::new(channel);
+
+    let started = Instant::now();
+    let ids = open_streams(&guardian, streams).await;
+    let open_secs = started.elapsed().as_secs_f64();
+    println!("opened {} streams in {open_secs:.1} s ({:.0}/s)", ids.len(), ids.len() as f64 / open_secs);
+    // Let at least two ticks run over the full set before measuring.
+    tokio::time::sleep(Duration::from_secs_f64(tick_seconds * 2.5)).await;
+
+    let window = Duration::from_secs(seconds);
+    let ticks = Arc::new(Mutex::new(Vec::new()));
+    let watcher =
+        tokio::spawn(collect_ticks(guardian.clone(), ticks.clone(), Duration::from_secs_f64(tick_seconds / 4.0)));
+    let alone = measure("ingest alone", &server, Shape::Unary, 64, window).await;
+    let ids = Arc::new(ids);
+    let beats = tokio::spawn(heartbeat_load(
+        guardian.clone(),
+        ids.clone(),
+        heartbeats_per_sec,
+        window + Duration::from_millis(600),
+    ));
+    let loaded = measure("ingest + heartbeats", &server, Shape::Unary, 64, window).await;
+    let (sent, latencies) = beats.await.expect("heartbeat task");
+    watcher.abort();
+    let ticks = ticks.lock().await.clone();
+
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| streams tracked | {} |", ids.len());
+    report_ingest(&alone, &loaded);
+    let heartbeat_run = Run {
+        name: "heartbeats".into(),
+        reports: sent,
+        elapsed: window + Duration::from_millis(600),
+        latencies,
+        server_cpu: None,
+        peak_rss_mb: None,
+    };
+    println!("| heartbeats/s achieved (target {heartbeats_per_sec}) | {:.0} |", heartbeat_run.rate());
+    println!("| heartbeat p50 / p99 ms | {} / {} |", ms(heartbeat_run.quantile(0.5)), ms(heartbeat_run.quantile(0.99)));
+    let mut tick_ms = ticks;
+    tick_ms.sort_by(f64::total_cmp);
+    let q = |p: f64| tick_ms.get(((tick_ms.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(0.0);
+    println!("| ticks observed | {} |", tick_ms.len());
+    println!(
+        "| tick duration p50 / p99 / max ms | {:.1} / {:.1} / {:.1} |",
+        q(0.5),
+        q(0.99),
+        tick_ms.last().copied().unwrap_or(0.0)
+    );
+    println!("| server peak RSS MB | {:.1} |", server.peak_rss_mb());
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn report_ingest(alone: &Run, loaded: &Run) {
+    println!("| ingest alone, reports/s (p99 ms) | {:.0} ({}) |", alone.rate(), ms(alone.quantile(0.99)));
+    println!(
+        "| ingest with heartbeat load, reports/s (p99 ms) | {:.0} ({}) |",
+        loaded.rate(),
+        ms(loaded.quantile(0.99))
+    );
+    println!("| ratio with / without heartbeats | {:.3} |", loaded.rate() / alone.rate());
+    let cores = |run: &Run| run.server_cpu.map_or("-".to_owned(), |c| format!("{c:.2}"));
+    println!("| server CPU, cores: alone / with heartbeats | {} / {} |", cores(alone), cores(loaded));
+}
+
+async fn open_streams(guardian: &GuardianServiceClient<Channel>, streams: usize) -> Vec<String> {
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let mut client = guardian.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                let mut i = task;
+                while i < streams {
+                    let request = OpenStreamRequest {
+                        stream_type: TYPES[i % TYPES.len()].into(),
+                        owner: format!("bench-owner-{}", i % 500),
+                        ..Default::default()
+                    };
+                    let opened = client.open_stream(request).await.expect("open stream").into_inner();
+                    ids.push(opened.stream_id);
+                    i += 64;
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(streams);
+    for task in tasks {
+        ids.extend(task.await.expect("open task"));
+    }
+    ids
+}
+
+/// `rate` heartbeats per second for `duration`, paced by 50 senders; returns (sent, latencies).
+async fn heartbeat_load(
+    guardian: GuardianServiceClient<Channel>,
+    ids: Arc<Vec<String>>,
+    rate: u64,
+    duration: Duration,
+) -> (u64, Vec<Duration>) {
+    const SENDERS: u64 = 50;
+    let per_sender = Duration::from_secs_f64(SENDERS as f64 / rate.max(1) as f64);
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let mut client = guardian.clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng(s + 1);
+                let mut tick = tokio::time::interval(per_sender);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    tick.tick().await;
+                    let id = ids[rng.below(ids.len() as u64) as usize].clone();
+                    let call = Instant::now();
+                    client.heartbeat(HeartbeatRequest { stream_id: id }).await.expect("heartbeat");
+                    latencies.push(call.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("heartbeat sender"));
+    }
+    (all.len() as u64, all)
+}
+
+/// Records each new tick's duration.
+async fn collect_ticks(mut guardian: GuardianServiceClient<Channel>, ticks: Arc<Mutex<Vec<f64>>>, every: Duration) {
+    let mut last = None;
+    loop {
+        if let Ok(status) = guardian.get_guardian_status(GetGuardianStatusRequest {}).await {
+            let status = status.into_inner();
+            let at = status.at.map(|t| (t.seconds, t.nanos));
+            if at.is_some() && at != last {
+                last = at;
+                ticks.lock().await.push(status.tick_duration_ms);
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
