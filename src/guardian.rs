@@ -438,11 +438,11 @@ impl Guardian {
     }
 }
 
-/// Ticks every `tick_interval` and flushes heartbeats four times a second until `stop` fires.
+/// Ticks every `tick_interval` and flushes heartbeats once a second until `stop` fires.
 pub async fn run(guardian: Arc<Guardian>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(guardian.config.tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut flush = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut flush = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = stop.changed() => break,

@@ -14,10 +14,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, IntoActiveModel,
     QueryFilter, QuerySelect,
 };
-use tokio::{
-    sync::{Notify, broadcast, mpsc, oneshot},
-    task::JoinHandle,
-};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use super::{
     Store,
@@ -93,9 +90,10 @@ pub struct Ingest {
     health: broadcast::Sender<Arc<WorkerHealthChange>>,
 }
 
-/// The running writer task.
+/// The running writer: its own OS thread with a single-threaded runtime, so the CPU it needs
+/// (scoring, statements) is never queued behind request handling on the server's runtime.
 pub struct Writer {
-    join: JoinHandle<()>,
+    done: oneshot::Receiver<()>,
     stop: Arc<Notify>,
 }
 
@@ -107,8 +105,20 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
     let (health, _) = broadcast::channel(EVENTS_CAPACITY);
     let channels = Channels { executions: events.clone(), health: health.clone() };
-    let join = tokio::spawn(run(store, rx, config.max_batch.max(1), config.scoring, stop.clone(), channels));
-    (Ingest { tx, capacity, events, health }, Writer { join, stop })
+    let (finished, done) = oneshot::channel();
+    let writer_stop = stop.clone();
+    let task = run(store, rx, config.max_batch.max(1), config.scoring, writer_stop, channels);
+    let spawned = std::thread::Builder::new().name("runwarden-writer".into()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(task),
+            Err(e) => tracing::error!(error = %e, "cannot start the ingest writer's runtime"),
+        }
+        let _ = finished.send(());
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the ingest writer thread");
+    }
+    (Ingest { tx, capacity, events, health }, Writer { done, stop })
 }
 
 impl Ingest {
@@ -201,8 +211,8 @@ impl Writer {
     /// Stops accepting, commits everything already queued, and waits for the task to end.
     pub async fn shutdown(self) {
         self.stop.notify_one();
-        if let Err(e) = self.join.await {
-            tracing::error!(error = %e, "ingest writer task failed");
+        if self.done.await.is_err() {
+            tracing::error!("ingest writer thread ended abnormally");
         }
     }
 }

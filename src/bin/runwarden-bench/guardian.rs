@@ -65,7 +65,9 @@ pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_sec
     let ticks = Arc::new(Mutex::new(Vec::new()));
     let watcher =
         tokio::spawn(collect_ticks(guardian.clone(), ticks.clone(), Duration::from_secs_f64(tick_seconds / 4.0)));
+    let (machine0, client0) = (machine_busy_cores_ticks(), own_cpu_seconds());
     let alone = measure("ingest alone", &server, Shape::Unary, 64, window).await;
+    let (machine1, client1) = (machine_busy_cores_ticks(), own_cpu_seconds());
     let ids = Arc::new(ids);
     let beats = tokio::spawn(heartbeat_load(
         guardian.clone(),
@@ -75,6 +77,7 @@ pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_sec
     ));
     let loaded = measure("ingest + heartbeats", &server, Shape::Unary, 64, window).await;
     let (sent, latencies) = beats.await.expect("heartbeat task");
+    let (machine2, client2) = (machine_busy_cores_ticks(), own_cpu_seconds());
     watcher.abort();
     let ticks = ticks.lock().await.clone();
 
@@ -104,6 +107,17 @@ pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_sec
         tick_ms.last().copied().unwrap_or(0.0)
     );
     println!("| server peak RSS MB | {:.1} |", server.peak_rss_mb());
+    let secs = |run: &Run| run.elapsed.as_secs_f64();
+    println!(
+        "| bench client CPU, cores: alone / with heartbeats | {:.2} / {:.2} |",
+        (client1 - client0) / secs(&alone),
+        (client2 - client1) / secs(&loaded)
+    );
+    println!(
+        "| whole machine busy, cores: alone / with heartbeats | {:.2} / {:.2} |",
+        (machine1 - machine0) / 100.0 / secs(&alone),
+        (machine2 - machine1) / 100.0 / secs(&loaded)
+    );
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -199,4 +213,22 @@ async fn collect_ticks(mut guardian: GuardianServiceClient<Channel>, ticks: Arc<
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// Busy (non-idle) CPU ticks of the whole machine, from /proc/stat (100 per second per core).
+fn machine_busy_cores_ticks() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    fields.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum()
+}
+
+/// This process's user + system CPU seconds.
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
