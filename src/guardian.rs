@@ -25,15 +25,17 @@ use crate::{
     },
     error::Error,
     proto::v1::{self as pb, GuardianStatus, GuardianWarning},
-    store::{Store, from_micros, ingest::Ingest, streams, to_micros},
+    store::{Store, from_micros, ingest::Ingest, notify, streams, to_micros},
 };
 
 /// Key of the advisory lock that makes one replica tick at a time.
 const TICK_LOCK_KEY: i64 = 0x7275_6e77_6172_6402;
 /// How long tick snapshots are kept.
 const SNAPSHOT_RETENTION: TimeDelta = TimeDelta::days(7);
-/// How long a stream read from the database is trusted by [`Guardian::heartbeat`].
-const KNOWN_TTL: TimeDelta = TimeDelta::seconds(10);
+/// How long a stream read from the database is trusted by [`Guardian::heartbeat`]. Ends decided
+/// here or announced by other replicas (LISTEN/NOTIFY) evict entries at once; the TTL bounds what a
+/// lost notice can cost.
+const KNOWN_TTL: TimeDelta = TimeDelta::minutes(5);
 /// The known-stream cache is emptied of expired entries when it grows past this.
 const KNOWN_PRUNE_AT: usize = 200_000;
 /// The worker name the guardian reports its ticks as.
@@ -47,9 +49,10 @@ pub struct Guardian {
     /// stream id → newest heartbeat (µs) not yet written.
     heartbeats: std::sync::Mutex<HashMap<String, i64>>,
     /// Streams this replica recently read, opened or heartbeated, with when it learned of them, so
-    /// a heartbeat needs no database read. Entries live [`KNOWN_TTL`]; this replica's close and
-    /// tick drop the streams they end. A stream closed on another replica may therefore accept
-    /// heartbeats here for up to the TTL (harmless: the write never revives a closed stream).
+    /// a heartbeat needs no database read. Entries live [`KNOWN_TTL`]; closes and ticks on any
+    /// replica evict the streams they end (other replicas' through LISTEN/NOTIFY). Should a notice be
+    /// lost, a stream ended elsewhere accepts heartbeats here until its entry expires (harmless: the
+    /// write never revives an ended stream).
     known: std::sync::Mutex<HashMap<String, (TrackedStream, DateTime<Utc>)>>,
     status: watch::Sender<GuardianStatus>,
 }
@@ -72,7 +75,8 @@ impl Guardian {
     ) -> Result<Arc<Guardian>, Error> {
         let latest = streams::latest_snapshot(store.reader()).await?.map(|(_, s)| s).unwrap_or_default();
         let (status, _) = watch::channel(latest);
-        Ok(Arc::new(Guardian {
+        let mut ends = ingest.subscribe_stream_ends();
+        let guardian = Arc::new(Guardian {
             store,
             config,
             ingest,
@@ -80,7 +84,27 @@ impl Guardian {
             heartbeats: Default::default(),
             known: Default::default(),
             status,
-        }))
+        });
+        let weak = Arc::downgrade(&guardian);
+        tokio::spawn(async move {
+            loop {
+                let ended = match ends.recv().await {
+                    Ok(ended) => ended,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Notices were missed: trust nothing cached.
+                        match weak.upgrade() {
+                            Some(guardian) => guardian.forget_all(),
+                            None => return,
+                        }
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(guardian) = weak.upgrade() else { return };
+                guardian.forget(ended.iter().map(String::as_str));
+            }
+        });
+        Ok(guardian)
     }
 
     pub fn config(&self) -> &GuardianConfig {
@@ -180,6 +204,12 @@ impl Guardian {
             let slot = buffer.entry(stream_id.to_owned()).or_insert(at);
             *slot = (*slot).max(at);
         }
+        // The cached copy follows the accepted heartbeat (the buffer is emptied at each flush).
+        if let Ok(mut known) = self.known.lock()
+            && let Some((cached, _)) = known.get_mut(stream_id)
+        {
+            cached.last_heartbeat = cached.last_heartbeat.max(stream.last_heartbeat);
+        }
         Ok(stream.last_heartbeat + self.config.stale_after)
     }
 
@@ -199,6 +229,12 @@ impl Guardian {
         }
     }
 
+    fn forget_all(&self) {
+        if let Ok(mut known) = self.known.lock() {
+            known.clear();
+        }
+    }
+
     fn forget<'a>(&self, stream_ids: impl IntoIterator<Item = &'a str>) {
         if let Ok(mut known) = self.known.lock() {
             for id in stream_ids {
@@ -215,11 +251,16 @@ impl Guardian {
             .ok_or_else(|| Error::NotFound(format!("stream {stream_id:?} is unknown or was cleaned up")))?;
         let now = self.now();
         let row = if row.closed_at_us.is_none() {
-            streams::close(&txn, row, to_micros(now), &reason.chars().take(512).collect::<String>()).await?
+            let closed =
+                streams::close(&txn, row, to_micros(now), &reason.chars().take(512).collect::<String>()).await?;
+            notify::send_stream_ends(&txn, self.store.replica(), &[stream_id]).await?;
+            closed
         } else {
             row
         };
         txn.commit().await?;
+        // Again after the commit: a heartbeat in between may have cached the stream as still open.
+        self.forget([stream_id]);
         Ok(self.to_proto(&row, now))
     }
 
@@ -356,13 +397,15 @@ impl Guardian {
         let changes: Vec<(String, StreamState, Option<i64>)> =
             tick.transitions.iter().map(|t| (t.stream_id.clone(), t.to, t.orphaned_at.map(to_micros))).collect();
         streams::apply_tick(&txn, &changes, &tick.remove).await?;
-        self.forget(
-            tick.transitions
-                .iter()
-                .filter(|t| matches!(t.to, StreamState::Orphaned | StreamState::Closed))
-                .map(|t| t.stream_id.as_str())
-                .chain(tick.remove.iter().map(String::as_str)),
-        );
+        let ended: Vec<&str> = tick
+            .transitions
+            .iter()
+            .filter(|t| matches!(t.to, StreamState::Orphaned | StreamState::Closed))
+            .map(|t| t.stream_id.as_str())
+            .chain(tick.remove.iter().map(String::as_str))
+            .collect();
+        notify::send_stream_ends(&txn, self.store.replica(), &ended).await?;
+        self.forget(ended.iter().copied());
         let m = &tick.metrics;
         let status = GuardianStatus {
             at: Some(to_timestamp(now)),
@@ -388,6 +431,13 @@ impl Guardian {
         streams::insert_snapshot(&txn, to_micros(now), &status).await?;
         streams::prune_snapshots(&txn, to_micros(now - SNAPSHOT_RETENTION)).await?;
         txn.commit().await?;
+        self.forget(
+            tick.transitions
+                .iter()
+                .filter(|t| matches!(t.to, StreamState::Orphaned | StreamState::Closed))
+                .map(|t| t.stream_id.as_str())
+                .chain(tick.remove.iter().map(String::as_str)),
+        );
         Ok(Some((tick, status)))
     }
 

@@ -88,6 +88,8 @@ pub struct Ingest {
     capacity: usize,
     events: broadcast::Sender<Arc<Execution>>,
     health: broadcast::Sender<Arc<WorkerHealthChange>>,
+    /// Streams other replicas ended (for the guardian's cache).
+    stream_ends: broadcast::Sender<Arc<Vec<String>>>,
 }
 
 /// The running writer: its own OS thread with a single-threaded runtime, so the CPU it needs
@@ -118,7 +120,8 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the ingest writer thread");
     }
-    (Ingest { tx, capacity, events, health }, Writer { done, stop })
+    let (stream_ends, _) = broadcast::channel(EVENTS_CAPACITY);
+    (Ingest { tx, capacity, events, health, stream_ends }, Writer { done, stop })
 }
 
 impl Ingest {
@@ -194,6 +197,15 @@ impl Ingest {
         for change in changes {
             let _ = self.health.send(Arc::new(change));
         }
+    }
+
+    /// Streams another replica closed, orphaned or cleaned.
+    pub fn relay_stream_ends(&self, stream_ids: Vec<String>) {
+        let _ = self.stream_ends.send(Arc::new(stream_ids));
+    }
+
+    pub fn subscribe_stream_ends(&self) -> broadcast::Receiver<Arc<Vec<String>>> {
+        self.stream_ends.subscribe()
     }
 
     /// An execution another replica committed, to this replica's watchers.

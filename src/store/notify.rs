@@ -33,6 +33,9 @@ pub struct Notice {
     /// Health changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub h: Vec<HealthNotice>,
+    /// Streams that ended (closed, orphaned or cleaned), so replicas stop trusting what they cached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub s: Vec<String>,
 }
 
 /// A worker health change in a notice.
@@ -55,6 +58,7 @@ pub fn notices(replica: &str, executions: &[&str], health: &[WorkerHealthChange]
         }
         current.e.clear();
         current.h.clear();
+        current.s.clear();
         *size = replica.len() + 16;
     };
     for id in executions {
@@ -93,6 +97,28 @@ pub async fn send(
         return Ok(());
     }
     for payload in notices(replica, executions, health) {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [CHANNEL.into(), payload.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Announces, inside `txn`, that these streams ended. Does nothing on SQLite (one node).
+pub async fn send_stream_ends(txn: &impl ConnectionTrait, replica: &str, stream_ids: &[&str]) -> Result<(), DbErr> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    for chunk in stream_ids.chunks(60) {
+        let notice = Notice {
+            r: replica.to_owned(),
+            s: chunk.iter().map(|id| (*id).to_owned()).collect(),
+            ..Default::default()
+        };
+        let payload = serde_json::to_string(&notice).unwrap_or_default();
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT pg_notify($1, $2)",
@@ -161,6 +187,9 @@ async fn relay(store: &Store, ingest: &Ingest, payload: &str) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot load a replica's executions"),
         }
+    }
+    if !notice.s.is_empty() {
+        ingest.relay_stream_ends(notice.s);
     }
     if !notice.h.is_empty() {
         ingest.relay_health(

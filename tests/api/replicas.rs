@@ -81,6 +81,35 @@ async fn live_events_cross_replicas_and_survive_a_lost_connection() {
     let change = next_health_change(&mut health).await;
     assert_eq!((change.previous, change.current), (WorkerHealth::Up as i32, WorkerHealth::Paused as i32));
 
+    // A stream heartbeated on B and closed on A: B refuses its next heartbeat (its cache is told).
+    let mut guardian_a = GuardianServiceClient::new(a.channel.clone());
+    let mut guardian_b = GuardianServiceClient::new(b.channel.clone());
+    let opened = guardian_a
+        .open_stream(runwarden::proto::v1::OpenStreamRequest { stream_type: "generation".into(), ..Default::default() })
+        .await
+        .expect("open")
+        .into_inner();
+    let beat = || runwarden::proto::v1::HeartbeatRequest { stream_id: opened.stream_id.clone() };
+    guardian_b.heartbeat(beat()).await.expect("B accepts a heartbeat for a stream opened on A");
+    guardian_a
+        .close_stream(runwarden::proto::v1::CloseStreamRequest {
+            stream_id: opened.stream_id.clone(),
+            reason: "done".into(),
+        })
+        .await
+        .expect("close");
+    let mut refused = false;
+    for _ in 0..40 {
+        match guardian_b.heartbeat(beat()).await {
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(refused, "B learned that A closed the stream");
+
     // Cut every LISTEN connection: the listeners reconnect by themselves.
     let mut admin = PgConnection::connect(&url).await.expect("connect");
     let cut: Vec<(bool,)> = sqlx::query_as(
