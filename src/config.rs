@@ -48,6 +48,32 @@ pub enum Command {
     Rollup(RollupCommand),
     /// Ask a running server's grpc.health.v1 whether it is SERVING (exit 0) or not (exit 1).
     Health(HealthArgs),
+    /// Run a command and report it as a run of a worker (for crontabs): exits with the command's
+    /// exit code, whether or not the report got through.
+    Exec(ExecArgs),
+}
+
+/// `runwarden exec --worker NAME [--addr HOST:PORT] [--timeout SECS] -- COMMAND ARGS...`
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// The worker the run is reported as.
+    #[arg(long)]
+    pub worker: String,
+    /// The worker's type, reported with the run.
+    #[arg(long, default_value = "")]
+    pub worker_type: String,
+    /// runwarden's gRPC address.
+    #[arg(long, env = "RUNWARDEN_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Kill the command after this many seconds and report TIMEOUT (exit code 124).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Seconds to wait for runwarden per report attempt (3 attempts).
+    #[arg(long, default_value_t = 5)]
+    pub report_timeout: u64,
+    /// The command and its arguments, after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

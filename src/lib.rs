@@ -5,10 +5,12 @@
 //! assembles everything on one port.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod detector;
 pub mod domain;
 pub mod error;
+pub mod exec;
 pub mod guardian;
 pub mod proto;
 pub mod rest;

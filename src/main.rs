@@ -13,12 +13,21 @@ use runwarden::{
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Exec(args) => {
+            // The command's own output owns stdout and stderr: no log lines in between.
+            let code = runwarden::exec::run(args).await;
+            return ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));
+        }
+        command => command,
+    };
     telemetry::init_logging(cli.log_format);
-    let result = match cli.command {
+    let result = match command {
         Command::Serve(args) => serve(&args).await,
         Command::Migrate(args) => migrate(&args).await,
         Command::Health(args) => health(&args).await,
         Command::Rollup(RollupCommand::Rebuild(args)) => rebuild_rollups(&args).await,
+        Command::Exec(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -129,6 +129,7 @@ impl App {
         let query = QueryApi::new(services.clone());
         let guardian_api = GuardianApi::new(guardian.clone(), services.ingest.clone());
         let worker_api = WorkerApi::new(services.clone());
+        let exported = services.clone();
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
@@ -177,7 +178,23 @@ impl App {
                 rest::router(RestState { report, query, guardian: guardian_api, workers: worker_api })
                     .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES)),
             )
-            .route("/metrics", get(move || async move { metrics.render() }))
+            .route(
+                "/metrics",
+                get(move || {
+                    let (metrics, services) = (metrics.clone(), exported.clone());
+                    async move {
+                        let mut text = metrics.render();
+                        match crate::api::prometheus::render(&services).await {
+                            Ok(section) => text.push_str(&section),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot compute the per-worker metrics");
+                                text.push_str("# per-worker metrics unavailable: database error\n");
+                            }
+                        }
+                        text
+                    }
+                }),
+            )
             .route("/", get(index))
             .fallback(rest::not_found)
             .layer(cors())

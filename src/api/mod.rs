@@ -5,6 +5,7 @@
 pub mod anomalies;
 pub mod guardian;
 pub mod learning;
+pub mod prometheus;
 pub mod query;
 pub mod report;
 pub mod stats;

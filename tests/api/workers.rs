@@ -367,3 +367,34 @@ async fn learning_finds_the_better_hour_and_says_why(backend: Backend) {
         .expect("json");
     assert_eq!(rest["workers"], "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_export_each_workers_judgement() {
+    let app = spawn_app(Backend::Sqlite).await;
+    upsert(&app, hourly("exported_worker")).await;
+    app.submit(report("exported_worker")).await.expect("stored");
+    for _ in 0..3 {
+        let mut failed = report("streaky_worker");
+        failed.outcome = Outcome::Failed as i32;
+        app.submit(failed).await.expect("stored");
+    }
+    let text = app.http.get(app.url("/metrics")).send().await.expect("get").text().await.expect("text");
+    for line in [
+        "runwarden_workers 2",
+        "runwarden_worker_last_outcome{worker=\"exported_worker\",outcome=\"SUCCESS\"} 1",
+        "runwarden_worker_last_outcome{worker=\"streaky_worker\",outcome=\"FAILED\"} 1",
+        "runwarden_worker_health{worker=\"exported_worker\",state=\"UP\"} 1",
+        "runwarden_worker_health{worker=\"exported_worker\",state=\"LATE\"} 0",
+        "runwarden_worker_runs_24h{worker=\"streaky_worker\"} 3",
+        "runwarden_worker_success_rate_24h{worker=\"streaky_worker\"} 0",
+        "runwarden_worker_open_anomalies{worker=\"streaky_worker\",kind=\"FAILURE_STREAK\"} 1",
+        "runwarden_guardian_orphan_rate 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    // Every sample line is `name{labels} value` with a number.
+    for sample in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let value = sample.rsplit_once(' ').map(|(_, v)| v).expect("a value");
+        assert!(value.parse::<f64>().is_ok(), "{sample}");
+    }
+}
