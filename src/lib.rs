@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod exec;
 pub mod guardian;
+pub mod openapi;
 pub mod proto;
 pub mod rest;
 pub mod server;

@@ -36,8 +36,187 @@ pub struct RestState {
     pub workers: WorkerApi,
 }
 
+/// One documented REST route (see [`crate::openapi`]).
+pub struct RouteDoc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub operation: &'static str,
+    pub summary: &'static str,
+    /// Query parameters and what they mean.
+    pub query: &'static [(&'static str, &'static str)],
+    /// The request body's message (in `runwarden.v1`).
+    pub body: Option<&'static str>,
+    /// The response's message (in `runwarden.v1`).
+    pub response: &'static str,
+}
+
+const PAGE: [(&str, &str); 2] = [("limit", "page size"), ("page_token", "from the previous page's next_page_token")];
+const WINDOW: [(&str, &str); 3] = [
+    ("window", "24h, 7d, 30d or 90d"),
+    ("since", "RFC 3339 start (instead of window)"),
+    ("until", "RFC 3339 end (default now)"),
+];
+
+/// Every route [`router`] serves, documented; a test checks the two agree.
+pub const ROUTES: &[RouteDoc] = &[
+    RouteDoc {
+        method: "post",
+        path: "/api/v1/orchestrator/reports",
+        operation: "SubmitReport",
+        summary: "Store one execution report (the body is the report)",
+        query: &[],
+        body: Some("ExecutionReport"),
+        response: "SubmitReportResponse",
+    },
+    RouteDoc {
+        method: "post",
+        path: "/api/v1/orchestrator/reports:batch",
+        operation: "SubmitReportBatch",
+        summary: "Store up to 1,000 reports; each is judged on its own",
+        query: &[],
+        body: Some("SubmitReportBatchRequest"),
+        response: "SubmitReportsResponse",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/workers",
+        operation: "ListWorkers",
+        summary: "Workers by name, with health and the last 24 hours",
+        query: &PAGE,
+        body: None,
+        response: "ListWorkersResponse",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/workers/{worker_name}",
+        operation: "GetWorker",
+        summary: "One worker",
+        query: &[],
+        body: None,
+        response: "Worker",
+    },
+    RouteDoc {
+        method: "put",
+        path: "/api/v1/orchestrator/workers/{worker_name}",
+        operation: "UpsertWorker",
+        summary: "Declare a worker's schedule, grace, pause, owner and labels",
+        query: &[],
+        body: Some("UpsertWorkerRequest"),
+        response: "Worker",
+    },
+    RouteDoc {
+        method: "delete",
+        path: "/api/v1/orchestrator/workers/{worker_name}",
+        operation: "DeleteWorker",
+        summary: "Delete a worker and everything stored about it",
+        query: &[],
+        body: None,
+        response: "DeleteWorkerResponse",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/workers/{worker_name}/learning",
+        operation: "GetWorkerLearning",
+        summary: "Best hour and day, breakdowns, trends and recommendations",
+        query: &[("window", "24h, 7d, 30d (default) or 90d")],
+        body: None,
+        response: "WorkerLearning",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/learning/system",
+        operation: "GetSystemLearning",
+        summary: "The fleet at a glance",
+        query: &[],
+        body: None,
+        response: "SystemLearning",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/workers/{worker_name}/executions",
+        operation: "ListExecutions",
+        summary: "A worker's executions, newest first",
+        query: &[
+            ("limit", "page size (default 20, at most 500)"),
+            ("page_token", "from the previous page"),
+            ("outcome", "SUCCESS, PARTIAL, FAILED, TIMEOUT or SKIPPED"),
+            ("since", "RFC 3339"),
+            ("until", "RFC 3339"),
+        ],
+        body: None,
+        response: "ListExecutionsResponse",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/workers/{worker_name}/stats",
+        operation: "GetWorkerStats",
+        summary: "Aggregated figures over a window, from rollups",
+        query: &WINDOW,
+        body: None,
+        response: "WorkerStats",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/executions/{execution_id}",
+        operation: "GetExecution",
+        summary: "One execution",
+        query: &[],
+        body: None,
+        response: "Execution",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/data-quality/summary",
+        operation: "GetDataQualitySummary",
+        summary: "Data quality across workers, lowest first",
+        query: &WINDOW,
+        body: None,
+        response: "DataQualitySummary",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/anomalies",
+        operation: "ListAnomalies",
+        summary: "Anomalies, newest first",
+        query: &[
+            ("worker_name", "only this worker"),
+            ("kind", "e.g. DURATION_SPIKE"),
+            ("since", "RFC 3339"),
+            ("open_only", "true or false"),
+            ("limit", "page size"),
+            ("page_token", "from the previous page"),
+        ],
+        body: None,
+        response: "ListAnomaliesResponse",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/guardian",
+        operation: "GetGuardianStatus",
+        summary: "The stream guardian's latest tick",
+        query: &[],
+        body: None,
+        response: "GuardianStatus",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/orchestrator/guardian/streams",
+        operation: "ListStreams",
+        summary: "Tracked streams",
+        query: &[
+            ("state", "HEALTHY, STALE, ORPHANED or CLOSED"),
+            ("stream_type", "e.g. generation"),
+            ("limit", "page size"),
+            ("page_token", "from the previous page"),
+        ],
+        body: None,
+        response: "ListStreamsResponse",
+    },
+];
+
 pub fn router(state: RestState) -> Router {
     Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/orchestrator/reports", post(submit_report))
         .route("/api/v1/orchestrator/reports:batch", post(submit_report_batch))
         .route("/api/v1/orchestrator/workers", get(list_workers))
@@ -52,6 +231,10 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/orchestrator/guardian", get(get_guardian_status))
         .route("/api/v1/orchestrator/guardian/streams", get(list_streams))
         .with_state(state)
+}
+
+async fn openapi() -> Response {
+    axum::Json(crate::openapi::document()).into_response()
 }
 
 /// A proto message as a JSON response.
@@ -325,4 +508,58 @@ async fn get_execution(State(state): State<RestState>, Path(execution_id): Path<
 /// Unknown paths answer in the same error shape as everything else.
 pub async fn not_found(uri: axum::http::Uri) -> Error {
     Error::NotFound(format!("no route for {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(method, path)` of every `.route(...)` in [`router`], read from this file's source.
+    fn served_routes() -> Vec<(String, String)> {
+        let source = include_str!("rest.rs");
+        let body = source.split("pub fn router(").nth(1).and_then(|r| r.split("\n}\n").next()).unwrap_or_default();
+        let mut routes = Vec::new();
+        for call in body.split(".route(").skip(1) {
+            let path = call.split('"').nth(1).unwrap_or_default().to_owned();
+            for method in ["get", "post", "put", "delete"] {
+                if call.contains(&format!("{method}(")) {
+                    routes.push((method.to_owned(), path.clone()));
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn every_served_route_is_documented_and_every_documented_route_is_served() {
+        let mut served = served_routes();
+        served.retain(|(_, path)| path != "/api/v1/openapi.json");
+        served.sort();
+        let mut documented: Vec<(String, String)> =
+            ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+        documented.sort();
+        assert!(served.len() >= 15, "the source scan found the routes: {served:?}");
+        assert_eq!(served, documented);
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let document = crate::openapi::document();
+        let schemas = document["components"]["schemas"].as_object().expect("schemas");
+        let text = document.to_string();
+        for reference in text.split("\"#/components/schemas/").skip(1) {
+            let name = reference.split('"').next().unwrap_or_default();
+            assert!(schemas.contains_key(name), "{name} is referenced but not defined");
+        }
+        for route in ROUTES {
+            assert!(schemas.contains_key(&format!("runwarden.v1.{}", route.response)), "{}", route.response);
+            if let Some(body) = route.body {
+                assert!(schemas.contains_key(&format!("runwarden.v1.{body}")), "{body}");
+            }
+        }
+        let report = &schemas["runwarden.v1.ExecutionReport"]["properties"];
+        assert_eq!(report["outcome"]["enum"][1], "OUTCOME_SUCCESS");
+        assert_eq!(report["started_at"]["format"], "date-time");
+        assert_eq!(report["custom_metrics"]["type"], "object");
+    }
 }

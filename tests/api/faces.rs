@@ -253,3 +253,33 @@ async fn metrics_count_requests(backend: Backend) {
     let response = app.http.get(app.url("/metrics")).send().await.expect("metrics");
     assert!(response.headers().contains_key("x-request-id"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_rest_route_answers() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    let document: serde_json::Value =
+        app.http.get(app.url("/api/v1/openapi.json")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(document["openapi"], "3.0.3");
+    let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 13, "{paths:?}");
+    for (path, operations) in paths {
+        let concrete = path
+            .replace("{worker_name}", "documented_worker")
+            .replace("{execution_id}", "0190b6a2-0000-7000-8000-000000000000");
+        for method in operations.as_object().expect("operations").keys() {
+            let url = app.url(&concrete);
+            let request = match method.as_str() {
+                "get" => app.http.get(url),
+                "delete" => app.http.delete(url),
+                "post" => app.http.post(url).header("content-type", "application/json").body("{}"),
+                "put" => app.http.put(url).header("content-type", "application/json").body("{}"),
+                other => panic!("undocumented method {other}"),
+            };
+            let response = request.send().await.expect("send");
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            assert!(status != 405 && !body.contains("no route for"), "{method} {path}: {status} {body}");
+            assert!(status.as_u16() < 500, "{method} {path}: {status} {body}");
+        }
+    }
+}
