@@ -170,3 +170,48 @@ async fn three_server_processes_share_live_events() {
         let _ = child.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detector_passes_on_two_replicas_record_each_missed_slot_once() {
+    use chrono::{TimeZone, Utc};
+    let Some(_) = postgres_url() else { return };
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 28, 22, 0, 0).unwrap();
+    let clock = crate::helpers::ManualClock::starting_at(t0);
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let url = db.url.clone();
+    let a = crate::helpers::spawn_app_with_clock(db, |_| {}, clock.clone()).await;
+    let b = crate::helpers::spawn_app_with_clock(TestDatabase::borrowed(&url), |_| {}, clock.clone()).await;
+    a.workers
+        .clone()
+        .upsert_worker(UpsertWorkerRequest {
+            worker_name: "singleton_checked".into(),
+            expected_interval: "3600".into(),
+            grace_seconds: Some(300),
+            ..Default::default()
+        })
+        .await
+        .expect("upsert");
+    let mut run = report("singleton_checked");
+    run.started_at = Some(runwarden::domain::validation::to_timestamp(t0));
+    run.duration_ms = Some(1000);
+    a.submit(run).await.expect("stored");
+    // Three missed hours later both replicas run a pass at the same moment, twice.
+    clock.advance(3 * 3600 + 600);
+    for _ in 0..2 {
+        let (pa, pb) = tokio::join!(a.detector.run_once(), b.detector.run_once());
+        let (pa, pb) = (pa.expect("pass on A"), pb.expect("pass on B"));
+        assert!(pa.missed_runs + pb.missed_runs <= 3, "{pa:?} {pb:?}");
+    }
+    let missed = a
+        .query
+        .clone()
+        .list_anomalies(runwarden::proto::v1::ListAnomaliesRequest {
+            kind: runwarden::proto::v1::AnomalyKind::MissedRun as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .anomalies;
+    assert_eq!(missed.len(), 3, "one anomaly per missed slot across both replicas: {missed:?}");
+}
