@@ -12,6 +12,7 @@ use crate::{
         guardian::GuardianConfig,
         scoring::{ScoringConfig, Weights},
     },
+    retention::RetentionConfig,
     store::{StoreOptions, Synchronous, ingest::IngestConfig},
 };
 
@@ -146,6 +147,21 @@ pub struct FileConfig {
     pub scoring: Option<ScoringFile>,
     pub guardian: Option<GuardianFile>,
     pub detector: Option<DetectorFile>,
+    pub retention: Option<RetentionFile>,
+}
+
+/// `[retention]`: how long rows are kept, in days.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// Raw executions (default 30).
+    pub executions_days: Option<u32>,
+    /// Hour and day rollups, which statistics read (default 400).
+    pub rollups_days: Option<u32>,
+    /// Resolved anomalies (default 90).
+    pub resolved_anomalies_days: Option<u32>,
+    /// Seconds between passes (default 3600).
+    pub interval_seconds: Option<u64>,
 }
 
 /// `[detector]`: the missed-run detector.
@@ -265,6 +281,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub guardian: GuardianConfig,
     pub detector: DetectorConfig,
+    pub retention: RetentionConfig,
     pub shutdown_timeout: Duration,
     /// Run the guardian's tick and heartbeat flush in the background (tests drive them by hand).
     pub background_tasks: bool,
@@ -281,6 +298,7 @@ impl Config {
             ingest: IngestConfig::default(),
             guardian: GuardianConfig::default(),
             detector: DetectorConfig::default(),
+            retention: RetentionConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
             background_tasks: true,
         }
@@ -316,6 +334,27 @@ impl Config {
                 .ok()
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| format!("[detector] interval_seconds must be a positive number, got {secs}"))?;
+        }
+        if let Some(r) = &file.retention {
+            let days = |name: &str, d: u32| {
+                if d == 0 {
+                    Err(format!("[retention] {name} must be at least 1"))
+                } else {
+                    Ok(chrono::TimeDelta::days(i64::from(d)))
+                }
+            };
+            if let Some(d) = r.executions_days {
+                config.retention.executions = days("executions_days", d)?;
+            }
+            if let Some(d) = r.rollups_days {
+                config.retention.rollups = days("rollups_days", d)?;
+            }
+            if let Some(d) = r.resolved_anomalies_days {
+                config.retention.resolved_anomalies = days("resolved_anomalies_days", d)?;
+            }
+            if let Some(secs) = r.interval_seconds.filter(|s| *s > 0) {
+                config.retention.interval = Duration::from_secs(secs);
+            }
         }
         if config.ingest.queue_capacity == 0 || config.ingest.max_batch == 0 {
             return Err("queue_capacity and max_batch must be at least 1".into());

@@ -15,6 +15,7 @@ pub mod guardian;
 pub mod openapi;
 pub mod proto;
 pub mod rest;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod telemetry;

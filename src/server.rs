@@ -77,6 +77,7 @@ pub struct App {
     store: Store,
     guardian: Arc<Guardian>,
     detector: Arc<Detector>,
+    retention: Arc<crate::retention::Retention>,
     /// Relays other replicas' live events (PostgreSQL).
     replica_events: Option<tokio::task::JoinHandle<()>>,
     shutdown_timeout: Duration,
@@ -124,6 +125,7 @@ impl App {
             .map_err(|e| StartError::Guardian(e.to_string()))?;
         let detector = Detector::new(store.clone(), ingest.clone(), clock.clone(), config.detector.clone());
         let replica_events = crate::store::notify::spawn_listener(store.clone(), ingest.clone());
+        let retention = crate::retention::Retention::new(store.clone(), clock.clone(), config.retention.clone());
         let services = Arc::new(Services { store: store.clone(), ingest, clock, guardian: guardian.clone() });
         let report = ReportApi::new(services.clone());
         let query = QueryApi::new(services.clone());
@@ -215,6 +217,7 @@ impl App {
             store,
             guardian,
             detector,
+            retention,
             replica_events,
             shutdown_timeout: config.shutdown_timeout,
             background_tasks: config.background_tasks,
@@ -234,6 +237,11 @@ impl App {
         self.guardian.clone()
     }
 
+    /// Retention (tests run its passes by hand).
+    pub fn retention(&self) -> Arc<crate::retention::Retention> {
+        self.retention.clone()
+    }
+
     /// The missed-run detector (tests run its passes by hand).
     pub fn detector(&self) -> Arc<Detector> {
         self.detector.clone()
@@ -249,6 +257,7 @@ impl App {
             store,
             guardian,
             detector,
+            retention,
             replica_events,
             shutdown_timeout,
             background_tasks,
@@ -258,6 +267,7 @@ impl App {
         let probe = spawn_health_probe(store.clone(), health.clone(), draining.clone());
         let guardian_task = background_tasks.then(|| tokio::spawn(crate::guardian::run(guardian, draining.clone())));
         let detector_task = background_tasks.then(|| tokio::spawn(crate::detector::run(detector, draining.clone())));
+        let retention_task = background_tasks.then(|| tokio::spawn(crate::retention::run(retention, draining.clone())));
 
         let signal_health = health.clone();
         let signal = async move {
@@ -292,6 +302,12 @@ impl App {
             None => None,
         } {
             tracing::warn!(error = %e, "detector task failed");
+        }
+        if let Some(Err(e)) = match retention_task {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            tracing::warn!(error = %e, "retention task failed");
         }
         writer.shutdown().await;
         probe.abort();

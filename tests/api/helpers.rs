@@ -128,6 +128,7 @@ pub struct TestApp {
     pub channel: Channel,
     pub guardian: Arc<Guardian>,
     pub detector: Arc<Detector>,
+    pub retention: Arc<runwarden::retention::Retention>,
     pub workers: WorkerServiceClient<Channel>,
     db: Option<TestDatabase>,
     stop: Option<oneshot::Sender<()>>,
@@ -181,6 +182,7 @@ pub async fn spawn_app_with_clock(
     let addr = app.local_addr();
     let guardian = app.guardian();
     let detector = app.detector();
+    let retention = app.retention();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -194,6 +196,7 @@ pub async fn spawn_app_with_clock(
         channel,
         guardian,
         detector,
+        retention,
         workers,
         http: reqwest::Client::new(),
         db: Some(db),

@@ -10,6 +10,7 @@ mod helpers;
 mod lifecycle;
 mod query;
 mod replicas;
+mod retention;
 mod scoring;
 mod stats;
 mod submit;

@@ -215,3 +215,25 @@ async fn detector_passes_on_two_replicas_record_each_missed_slot_once() {
         .anomalies;
     assert_eq!(missed.len(), 3, "one anomaly per missed slot across both replicas: {missed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_two_replicas_deletes_each_row_once() {
+    let Some(_) = postgres_url() else { return };
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let url = db.url.clone();
+    let a = spawn_app_with(db, |c| c.retention.batch = 3).await;
+    let b = spawn_app_with(TestDatabase::borrowed(&url), |c| c.retention.batch = 3).await;
+    for i in 0..20 {
+        let mut r = report("old_worker");
+        r.started_at = Some(runwarden::domain::validation::to_timestamp(
+            chrono::Utc::now() - chrono::TimeDelta::days(60) + chrono::TimeDelta::seconds(i),
+        ));
+        r.duration_ms = Some(1000);
+        a.submit(r).await.expect("stored");
+    }
+    let (pa, pb) = tokio::join!(a.retention.run_once(), b.retention.run_once());
+    let (pa, pb) = (pa.expect("pass on A"), pb.expect("pass on B"));
+    assert!(pa.ran || pb.ran, "{pa:?} {pb:?}");
+    let rest = a.retention.run_once().await.expect("pass");
+    assert_eq!(pa.executions + pb.executions + rest.executions, 20, "{pa:?} {pb:?} {rest:?}");
+}
