@@ -314,9 +314,13 @@ impl Guardian {
         if beats.is_empty() {
             return Ok(0);
         }
+        let waited = Instant::now();
         let txn = self.store.begin_write().await?;
+        let started = Instant::now();
         streams::apply_heartbeats(&txn, &beats).await?;
         txn.commit().await?;
+        metrics::histogram!("runwarden_guardian_flush_wait_seconds").record((started - waited).as_secs_f64());
+        metrics::histogram!("runwarden_guardian_flush_seconds").record(started.elapsed().as_secs_f64());
         Ok(beats.len())
     }
 

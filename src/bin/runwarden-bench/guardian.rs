@@ -107,6 +107,25 @@ pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_sec
         tick_ms.last().copied().unwrap_or(0.0)
     );
     println!("| server peak RSS MB | {:.1} |", server.peak_rss_mb());
+    // Where the writer's time goes: the server's own histograms.
+    if let Some(text) = http_get(&server.addr, "/metrics").await {
+        {
+            for name in [
+                "runwarden_guardian_flush_seconds",
+                "runwarden_guardian_flush_wait_seconds",
+                "runwarden_guardian_tick_seconds",
+                "runwarden_ingest_commit_seconds",
+            ] {
+                let pick = |suffix: &str| {
+                    text.lines()
+                        .find(|l| l.starts_with(&format!("{name}_{suffix}")))
+                        .and_then(|l| l.rsplit_once(' ').map(|(_, v)| v.to_owned()))
+                        .unwrap_or_else(|| "-".into())
+                };
+                println!("| {name}: count / sum s | {} / {} |", pick("count"), pick("sum"));
+            }
+        }
+    }
     let secs = |run: &Run| run.elapsed.as_secs_f64();
     println!(
         "| bench client CPU, cores: alone / with heartbeats | {:.2} / {:.2} |",
@@ -231,4 +250,14 @@ fn own_cpu_seconds() -> f64 {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A plain HTTP/1.0 GET (the bench has no HTTP client dependency).
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.ok()?;
+    Some(body)
 }
