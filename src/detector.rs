@@ -12,7 +12,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, sea_query::Expr};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use tokio::sync::watch;
 
 use crate::{
@@ -78,19 +78,9 @@ impl Detector {
         let now = self.clock.now();
         let started = std::time::Instant::now();
         let txn = self.store.begin_write().await?;
-        if self.store.backend() == DbBackend::Postgres {
-            let locked = txn
-                .query_one_raw(Statement::from_string(
-                    DbBackend::Postgres,
-                    format!("SELECT pg_try_advisory_xact_lock({DETECTOR_LOCK_KEY})"),
-                ))
-                .await?
-                .and_then(|row| row.try_get_by_index::<bool>(0).ok())
-                .unwrap_or(false);
-            if !locked {
-                txn.commit().await?;
-                return Ok(DetectorPass::default());
-            }
+        if !crate::store::try_singleton_lock(&txn, DETECTOR_LOCK_KEY).await? {
+            txn.commit().await?;
+            return Ok(DetectorPass::default());
         }
         let rows = worker_entity::Entity::find().all(&txn).await?;
         let mut pass = DetectorPass { workers: rows.len(), ran: true, ..Default::default() };

@@ -11,7 +11,6 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use pbjson_types::{Struct, Value, value::Kind};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tokio::sync::watch;
 
 use crate::{
@@ -361,19 +360,9 @@ impl Guardian {
         let started = Instant::now();
         self.flush_heartbeats().await?;
         let txn = self.store.begin_write().await?;
-        if self.store.backend() == DbBackend::Postgres {
-            let locked = txn
-                .query_one_raw(Statement::from_string(
-                    DbBackend::Postgres,
-                    format!("SELECT pg_try_advisory_xact_lock({TICK_LOCK_KEY})"),
-                ))
-                .await?
-                .and_then(|row| row.try_get_by_index::<bool>(0).ok())
-                .unwrap_or(false);
-            if !locked {
-                txn.commit().await?;
-                return Ok(None);
-            }
+        if !crate::store::try_singleton_lock(&txn, TICK_LOCK_KEY).await? {
+            txn.commit().await?;
+            return Ok(None);
         }
         // Another replica (or this one) already ticked in this interval.
         let recent = TimeDelta::from_std(self.config.tick_interval.mul_f64(0.9)).unwrap_or(TimeDelta::zero());

@@ -10,7 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::TimeDelta;
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Statement};
 use tokio::sync::watch;
 
 use crate::{
@@ -100,19 +100,9 @@ impl Retention {
         for (table, statement) in sql.iter().enumerate() {
             loop {
                 let txn = self.store.begin_write().await?;
-                if self.store.backend() == DbBackend::Postgres {
-                    let locked = txn
-                        .query_one_raw(Statement::from_string(
-                            DbBackend::Postgres,
-                            format!("SELECT pg_try_advisory_xact_lock({RETENTION_LOCK_KEY})"),
-                        ))
-                        .await?
-                        .and_then(|row| row.try_get_by_index::<bool>(0).ok())
-                        .unwrap_or(false);
-                    if !locked {
-                        txn.commit().await?;
-                        return Ok(RetentionPass { ran: false, ..pass });
-                    }
+                if !crate::store::try_singleton_lock(&txn, RETENTION_LOCK_KEY).await? {
+                    txn.commit().await?;
+                    return Ok(RetentionPass { ran: false, ..pass });
                 }
                 let deleted = txn
                     .execute_raw(Statement::from_string(self.store.backend(), statement.clone()))

@@ -291,24 +291,9 @@ impl App {
                 Ok(())
             }
         };
-        if let Some(Err(e)) = match guardian_task {
-            Some(task) => Some(task.await),
-            None => None,
-        } {
-            tracing::warn!(error = %e, "guardian task failed");
-        }
-        if let Some(Err(e)) = match detector_task {
-            Some(task) => Some(task.await),
-            None => None,
-        } {
-            tracing::warn!(error = %e, "detector task failed");
-        }
-        if let Some(Err(e)) = match retention_task {
-            Some(task) => Some(task.await),
-            None => None,
-        } {
-            tracing::warn!(error = %e, "retention task failed");
-        }
+        join_background(guardian_task, "guardian task failed").await;
+        join_background(detector_task, "detector task failed").await;
+        join_background(retention_task, "retention task failed").await;
         writer.shutdown().await;
         probe.abort();
         if let Some(task) = replica_events {
@@ -317,6 +302,16 @@ impl App {
         store.close().await;
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Waits for a background task started by [`App::run_until_stopped`], if it was started.
+async fn join_background(task: Option<tokio::task::JoinHandle<()>>, failure: &str) {
+    if let Some(Err(e)) = match task {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        tracing::warn!(error = %e, "{failure}");
     }
 }
 

@@ -198,6 +198,20 @@ async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Store, Db
     Ok(Store { read: db.clone(), write: db, replica: new_replica_id(), listen: Some(connect) })
 }
 
+/// Takes the PostgreSQL advisory lock `key` for the rest of `txn`, if no other session holds it:
+/// the singleton guard of the background passes (guardian tick, detector, retention). Always true
+/// on SQLite, where one process owns the file.
+pub async fn try_singleton_lock(txn: &DatabaseTransaction, key: i64) -> Result<bool, DbErr> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(true);
+    }
+    Ok(txn
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT pg_try_advisory_xact_lock({key})")))
+        .await?
+        .and_then(|row| row.try_get_by_index::<bool>(0).ok())
+        .unwrap_or(false))
+}
+
 fn new_replica_id() -> std::sync::Arc<str> {
     uuid::Uuid::new_v4().simple().to_string().into()
 }

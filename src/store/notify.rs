@@ -97,12 +97,7 @@ pub async fn send(
         return Ok(());
     }
     for payload in notices(replica, executions, health) {
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [CHANNEL.into(), payload.into()],
-        ))
-        .await?;
+        notify(txn, payload).await?;
     }
     Ok(())
 }
@@ -118,14 +113,19 @@ pub async fn send_stream_ends(txn: &impl ConnectionTrait, replica: &str, stream_
             s: chunk.iter().map(|id| (*id).to_owned()).collect(),
             ..Default::default()
         };
-        let payload = serde_json::to_string(&notice).unwrap_or_default();
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [CHANNEL.into(), payload.into()],
-        ))
-        .await?;
+        notify(txn, serde_json::to_string(&notice).unwrap_or_default()).await?;
     }
+    Ok(())
+}
+
+/// `pg_notify` on [`CHANNEL`], delivered when `txn` commits.
+async fn notify(txn: &impl ConnectionTrait, payload: String) -> Result<(), DbErr> {
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_notify($1, $2)",
+        [CHANNEL.into(), payload.into()],
+    ))
+    .await?;
     Ok(())
 }
 
