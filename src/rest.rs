@@ -530,6 +530,22 @@ mod tests {
         routes
     }
 
+    proptest::proptest! {
+        /// The JSON bodies the shim decodes, from arbitrary bytes: an error or a message, never a panic.
+        #[test]
+        fn json_bodies_from_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = serde_json::from_slice::<ExecutionReport>(&bytes);
+            let _ = serde_json::from_slice::<SubmitReportBatchRequest>(&bytes);
+            let _ = serde_json::from_slice::<UpsertWorkerRequest>(&bytes);
+        }
+
+        #[test]
+        fn json_shaped_bodies_never_panic(body in r#"\{("[a-z_]{1,20}": ("[^"]{0,20}"|-?[0-9]{1,25}|true|null|\[\]|\{\}), ){0,6}"x": 1\}"#) {
+            let _ = serde_json::from_str::<ExecutionReport>(&body);
+            let _ = serde_json::from_str::<UpsertWorkerRequest>(&body);
+        }
+    }
+
     #[test]
     fn every_served_route_is_documented_and_every_documented_route_is_served() {
         let mut served = served_routes();

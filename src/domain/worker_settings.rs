@@ -340,6 +340,32 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, validation answers without panicking, and what it accepts turns
+        /// back into the schedule it declared.
+        #[test]
+        fn any_request_is_judged_and_accepted_schedules_round_trip(
+            name in ".{0,140}",
+            expected in proptest::prop_oneof![".{0,40}", "[0-9]{1,12}", "([0-9*/,-]{1,6} ){4}[0-9*/,-]{1,6}"],
+            grace in proptest::option::of(proptest::prelude::any::<i64>()),
+            labels in proptest::collection::btree_map(".{0,70}", ".{0,300}", 0..40),
+            paused in proptest::option::of(proptest::prelude::any::<bool>()),
+        ) {
+            let request = UpsertWorkerRequest {
+                worker_name: name,
+                expected_interval: expected,
+                grace_seconds: grace,
+                labels: labels.into_iter().collect(),
+                paused,
+                ..Default::default()
+            };
+            if let Ok(settings) = validate(&request) {
+                let schedule = declared(settings.interval_secs, settings.cron.as_deref(), settings.grace_secs, false, reference());
+                proptest::prop_assert_eq!(schedule.is_some(), settings.interval_secs.is_some() || settings.cron.is_some());
+            }
+        }
+    }
+
     #[test]
     fn declared_round_trips_the_columns() {
         let s = declared(Some(600), None, Some(30), false, reference()).unwrap();

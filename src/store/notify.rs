@@ -211,6 +211,25 @@ async fn relay(store: &Store, ingest: &Ingest, payload: &str) {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// A notice is network input (any session can NOTIFY the channel): reading one never panics.
+        #[test]
+        fn any_payload_is_read_or_refused(payload in ".{0,400}") {
+            let _ = serde_json::from_str::<Notice>(&payload);
+        }
+
+        #[test]
+        fn notices_round_trip(ids in proptest::collection::vec("[a-f0-9-]{1,36}", 0..400)) {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let mut seen = Vec::new();
+            for payload in notices("r", &refs, &[]) {
+                proptest::prop_assert!(payload.len() < 8000);
+                seen.extend(serde_json::from_str::<Notice>(&payload).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?.e);
+            }
+            proptest::prop_assert_eq!(seen, ids);
+        }
+    }
+
     #[test]
     fn notices_stay_under_the_payload_limit_and_lose_nothing() {
         let ids: Vec<String> = (0..1000).map(|_| uuid::Uuid::new_v4().to_string()).collect();
