@@ -52,6 +52,18 @@ pub enum Command {
     /// Run a command and report it as a run of a worker (for crontabs): exits with the command's
     /// exit code, whether or not the report got through.
     Exec(ExecArgs),
+    /// Write a consistent copy of the SQLite database to a new file while the server runs
+    /// (`VACUUM INTO`); restore by putting the copy in place of the database with the server stopped.
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The file to create (it must not exist).
+    #[arg(long)]
+    pub to: PathBuf,
 }
 
 /// `runwarden exec --worker NAME [--addr HOST:PORT] [--timeout SECS] -- COMMAND ARGS...`

@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(&args).await,
         Command::Migrate(args) => migrate(&args).await,
         Command::Health(args) => health(&args).await,
+        Command::Backup(args) => backup(&args).await,
         Command::Rollup(RollupCommand::Rebuild(args)) => rebuild_rollups(&args).await,
         Command::Exec(_) => Ok(()),
     };
@@ -50,6 +51,18 @@ async fn migrate(args: &runwarden::config::DatabaseArgs) -> Result<(), String> {
     store.migrate().await.map_err(|e| e.to_string())?;
     tracing::info!("migrations applied");
     store.close().await;
+    Ok(())
+}
+
+async fn backup(args: &runwarden::config::BackupArgs) -> Result<(), String> {
+    let (url, options) = resolve_store(&args.database)?;
+    let store = Store::connect(&url, &options).await.map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let result = store.backup_to(&args.to).await.map_err(|e| e.to_string());
+    store.close().await;
+    result?;
+    let bytes = std::fs::metadata(&args.to).map(|m| m.len()).unwrap_or(0);
+    println!("backed up to {} ({bytes} bytes) in {:.1}s", args.to.display(), started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -89,6 +89,25 @@ impl Store {
         }
     }
 
+    /// Writes a consistent copy of the SQLite database to `path` (`VACUUM INTO`, which readers and
+    /// the writer keep working through). Refused on PostgreSQL (use `pg_dump`) and when `path`
+    /// exists.
+    pub async fn backup_to(&self, path: &std::path::Path) -> Result<(), DbErr> {
+        if self.backend() != DbBackend::Sqlite {
+            return Err(DbErr::Custom(
+                "backup writes SQLite files; back up PostgreSQL with pg_dump or your provider's snapshots".into(),
+            ));
+        }
+        if path.exists() {
+            return Err(DbErr::Custom(format!("{} already exists; choose a new file", path.display())));
+        }
+        let target = path.to_str().ok_or_else(|| DbErr::Custom("the backup path must be UTF-8".into()))?;
+        self.read
+            .execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, "VACUUM INTO ?", [target.into()]))
+            .await?;
+        Ok(())
+    }
+
     /// This process's replica id.
     pub fn replica(&self) -> &str {
         &self.replica

@@ -206,6 +206,11 @@ pub async fn spawn_app_with_clock(
 }
 
 impl TestApp {
+    /// The database URL the server runs on.
+    pub fn database_url(&self) -> String {
+        self.db.as_ref().map(|db| db.url.clone()).unwrap_or_default()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

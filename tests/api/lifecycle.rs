@@ -140,3 +140,53 @@ async fn sigterm_under_load_loses_no_acked_report(backend: Backend) {
 async fn sigkill_under_load_loses_no_acked_report(backend: Backend) {
     kill_under_load(backend, "-KILL").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_backup_restores_every_report() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut sent = HashSet::new();
+    for i in 0..10 {
+        let r = report_at("backed_up_worker", 60 * (i + 1));
+        sent.insert(r.execution_id.clone());
+        app.submit(r).await.expect("stored");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let copy = dir.path().join("copy.db");
+    let url = app.database_url();
+    let backup = |to: std::path::PathBuf| {
+        let url = url.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_runwarden"))
+                .args(["backup", "--database", &url, "--to"])
+                .arg(to)
+                .output()
+                .await
+                .expect("runwarden backup runs")
+        }
+    };
+    // While the server runs and keeps accepting reports.
+    let out = backup(copy.clone()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    app.submit(report_at("backed_up_worker", 5)).await.expect("the server keeps writing");
+    let again = backup(copy.clone()).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    // Restore = start on the copy: every report acknowledged before the backup is there.
+    let restored =
+        spawn_app_with(TestDatabase::borrowed(&format!("sqlite://{}?mode=rw", copy.display())), |_| {}).await;
+    let ids: HashSet<String> = restored.all_execution_ids().await.into_iter().collect();
+    assert_eq!(ids, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_refuses_postgresql_with_the_right_tool() {
+    let Some(url) = crate::helpers::postgres_url() else { return };
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(["backup", "--database", &url, "--to", "/tmp/never-written.db"])
+        .output()
+        .await
+        .expect("runwarden backup runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
+}
