@@ -147,22 +147,19 @@ impl App {
             .build_v1alpha()
             .map_err(|e| StartError::Reflection(e.to_string()))?;
 
-        let report_service = ReportServiceServer::new(report.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
-        let query_service = QueryServiceServer::new(query.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
-        let guardian_service = GuardianServiceServer::new(guardian_api.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
-        let worker_service = WorkerServiceServer::new(worker_api.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
+        // Every runwarden service takes the same limits and compression.
+        macro_rules! service {
+            ($server:ident, $api:expr) => {
+                $server::new($api)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip)
+            };
+        }
+        let report_service = service!(ReportServiceServer, report.clone());
+        let query_service = service!(QueryServiceServer, query.clone());
+        let guardian_service = service!(GuardianServiceServer, guardian_api.clone());
+        let worker_service = service!(WorkerServiceServer, worker_api.clone());
 
         let grpc = Router::new()
             .route_service(&grpc_path(&report_service), grpc_web(report_service))
