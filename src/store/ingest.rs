@@ -399,6 +399,7 @@ pub async fn write_batch(
     let mut touched: HashMap<String, bool> = HashMap::new();
     let mut recent: HashMap<i64, Vec<RunSample>> = HashMap::new();
     let mut book = AnomalyBook::default();
+    let mut schedules: HashMap<i64, Option<Schedule>> = HashMap::new();
     let mut rows = Vec::with_capacity(new_indices.len());
     let mut facts = Vec::with_capacity(new_indices.len());
     for &i in &new_indices {
@@ -427,13 +428,16 @@ pub async fn write_batch(
         store_running_state(worker, &state);
         observe_run(worker, job, &analysis);
         let history = recent.entry(worker.id).or_insert_with(|| decode_recent(worker.recent_runs.as_deref()));
-        let declared = worker_settings::declared(
-            worker.schedule_interval_secs,
-            worker.schedule_cron.as_deref(),
-            worker.schedule_grace_secs,
-            worker.paused,
-            *received_at,
-        );
+        // Parsed once per worker and batch (a cron is parsed, its default grace searched).
+        let declared = schedules.entry(worker.id).or_insert_with(|| {
+            worker_settings::declared(
+                worker.schedule_interval_secs,
+                worker.schedule_cron.as_deref(),
+                worker.schedule_grace_secs,
+                worker.paused,
+                *received_at,
+            )
+        });
         let run = run_sample(job, &analysis);
         book.observe_schedule(worker.id, history, &run, declared.as_ref(), to_micros(*received_at));
         book.observe(worker.id, history, run, &job.report.execution_id);
