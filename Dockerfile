@@ -37,6 +37,10 @@ USER 65532:65532
 # /data, where a volume belongs.
 WORKDIR /data
 ENV RUNWARDEN_LISTEN=0.0.0.0:50051
+# Listening beyond loopback needs auth: every call needs a token from the start. Create the first
+# with `docker exec CONTAINER runwarden token create --name ops --scope admin` (SECURITY.md), or
+# set RUNWARDEN_REQUIRE_AUTH=false RUNWARDEN_INSECURE=true on a network you trust.
+ENV RUNWARDEN_REQUIRE_AUTH=true
 EXPOSE 50051
 HEALTHCHECK --interval=15s --timeout=10s --start-period=30s --retries=3 CMD ["runwarden", "health", "--addr", "127.0.0.1:50051"]
 ENTRYPOINT ["runwarden"]

@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/runwarden/v1/query_service.proto",
     "proto/runwarden/v1/guardian_service.proto",
     "proto/runwarden/v1/worker_service.proto",
+    "proto/runwarden/v1/admin_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

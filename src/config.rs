@@ -55,6 +55,9 @@ pub enum Command {
     /// Write a consistent copy of the SQLite database to a new file while the server runs
     /// (`VACUUM INTO`); restore by putting the copy in place of the database with the server stopped.
     Backup(BackupArgs),
+    /// Manage API tokens (scopes report:write, read, admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -84,6 +87,12 @@ pub struct ExecArgs {
     /// Seconds to wait for runwarden per report attempt (3 attempts).
     #[arg(long, default_value_t = 5)]
     pub report_timeout: u64,
+    /// A report:write token, when the server requires auth.
+    #[arg(long, env = "RUNWARDEN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM CA certificate to trust for an https:// address.
+    #[arg(long, env = "RUNWARDEN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// The command and its arguments, after `--`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
@@ -106,6 +115,9 @@ pub struct HealthArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
+    /// PEM CA certificate to trust for an https:// address.
+    #[arg(long, env = "RUNWARDEN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Where the database and the config file are; shared by every subcommand that opens the database.
@@ -142,6 +154,59 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 10].
     #[arg(long, env = "RUNWARDEN_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
+    /// Require a token on every call even before the first token exists (auth is otherwise on
+    /// as soon as one token was created).
+    #[arg(long, env = "RUNWARDEN_REQUIRE_AUTH")]
+    pub require_auth: bool,
+    /// Allow listening on a non-loopback address without auth (refused otherwise).
+    #[arg(long, env = "RUNWARDEN_INSECURE")]
+    pub insecure: bool,
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, env = "RUNWARDEN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RUNWARDEN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: require client certificates signed by them (mutual TLS).
+    #[arg(long, env = "RUNWARDEN_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// `runwarden token create|list|revoke`: API tokens, straight on the database.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: only its hash is stored).
+    Create(TokenCreateArgs),
+    /// List tokens (never their secrets).
+    List(DatabaseArgs),
+    /// Revoke a token by id or name; running servers stop accepting it within seconds.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// A unique name saying who holds it ("analytics-workers", "grafana").
+    #[arg(long)]
+    pub name: String,
+    /// report:write (workers), read (dashboards, Prometheus) or admin.
+    #[arg(long)]
+    pub scope: String,
+    /// report:write only: the token may only report for workers whose name starts with this.
+    #[arg(long)]
+    pub worker_prefix: Option<String>,
+    /// Lifetime such as 90d, 12h or 30m [default: never expires].
+    #[arg(long)]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenRevokeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The token's id or name.
+    pub token: String,
 }
 
 /// The config file. Unknown keys are an error, so a typo does not silently fall back.
@@ -160,6 +225,46 @@ pub struct FileConfig {
     pub guardian: Option<GuardianFile>,
     pub detector: Option<DetectorFile>,
     pub retention: Option<RetentionFile>,
+    pub auth: Option<AuthFile>,
+    pub limits: Option<LimitsFile>,
+    pub tls: Option<TlsFile>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// As `--require-auth`.
+    pub require: Option<bool>,
+    /// Serve `/metrics` without a token (default false: it needs a read token when auth is on).
+    pub metrics_open: Option<bool>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Average requests per second per token (default 1000; 0 turns it off).
+    pub requests_per_second: Option<f64>,
+    /// Requests per token allowed at once above the rate (default 2000).
+    pub burst: Option<f64>,
+    /// Seconds a unary call or an upload may take (default 60).
+    pub request_timeout_seconds: Option<f64>,
+    /// Seconds an HTTP/1.1 client gets to send its request head (default 10).
+    pub header_read_timeout_seconds: Option<f64>,
+    /// Largest request head or header list in bytes (default 65536).
+    pub max_header_bytes: Option<usize>,
+    /// Concurrent streams per HTTP/2 connection (default 256).
+    pub max_concurrent_streams: Option<u32>,
+}
+
+/// `[tls]`: as `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[retention]`: how long rows are kept, in days.
@@ -297,6 +402,11 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Run the guardian's tick and heartbeat flush in the background (tests drive them by hand).
     pub background_tasks: bool,
+    pub auth: crate::auth::AuthConfig,
+    /// Listening beyond loopback without auth was explicitly allowed.
+    pub insecure: bool,
+    pub tls: Option<crate::transport::TlsFiles>,
+    pub limits: crate::transport::Limits,
 }
 
 impl Config {
@@ -313,6 +423,10 @@ impl Config {
             retention: RetentionConfig::default(),
             shutdown_timeout: Duration::from_secs(10),
             background_tasks: true,
+            auth: crate::auth::AuthConfig::default(),
+            insecure: false,
+            tls: None,
+            limits: crate::transport::Limits::default(),
         }
     }
 
@@ -368,11 +482,67 @@ impl Config {
                 config.retention.interval = Duration::from_secs(secs);
             }
         }
+        config.insecure = args.insecure;
+        let auth = file.auth.as_ref();
+        config.auth.require = args.require_auth || auth.and_then(|a| a.require).unwrap_or(false);
+        config.auth.metrics_open = auth.and_then(|a| a.metrics_open).unwrap_or(false);
+        if let Some(l) = &file.limits {
+            apply_limits(l, &mut config)?;
+        }
+        let tls = file.tls.as_ref();
+        let cert = args.tls_cert.clone().or_else(|| tls.and_then(|t| t.cert.clone()));
+        let key = args.tls_key.clone().or_else(|| tls.and_then(|t| t.key.clone()));
+        let client_ca = args.tls_client_ca.clone().or_else(|| tls.and_then(|t| t.client_ca.clone()));
+        config.tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(crate::transport::TlsFiles { cert, key, client_ca }),
+            (None, None) if client_ca.is_none() => None,
+            _ => return Err("TLS needs both a certificate and a key (--tls-cert and --tls-key)".into()),
+        };
         if config.ingest.queue_capacity == 0 || config.ingest.max_batch == 0 {
             return Err("queue_capacity and max_batch must be at least 1".into());
         }
         Ok(config)
     }
+}
+
+fn apply_limits(l: &LimitsFile, config: &mut Config) -> Result<(), String> {
+    let seconds = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("[limits] {name} must be a positive number of seconds, got {v}"))
+    };
+    if let Some(r) = l.requests_per_second {
+        if !(r.is_finite() && r >= 0.0) {
+            return Err(format!("[limits] requests_per_second must be 0 (off) or positive, got {r}"));
+        }
+        config.auth.rate_per_second = r;
+    }
+    if let Some(b) = l.burst {
+        if !(b.is_finite() && b >= 1.0) {
+            return Err(format!("[limits] burst must be at least 1, got {b}"));
+        }
+        config.auth.burst = b;
+    }
+    if let Some(v) = l.request_timeout_seconds {
+        config.limits.request_timeout = seconds("request_timeout_seconds", v)?;
+    }
+    if let Some(v) = l.header_read_timeout_seconds {
+        config.limits.header_read_timeout = seconds("header_read_timeout_seconds", v)?;
+    }
+    if let Some(n) = l.max_header_bytes {
+        if n < 1024 {
+            return Err(format!("[limits] max_header_bytes must be at least 1024, got {n}"));
+        }
+        config.limits.max_header_bytes = n;
+    }
+    if let Some(n) = l.max_concurrent_streams {
+        if n == 0 {
+            return Err("[limits] max_concurrent_streams must be at least 1".into());
+        }
+        config.limits.max_concurrent_streams = n;
+    }
+    Ok(())
 }
 
 /// The database URL and store options for subcommands that only open the database.

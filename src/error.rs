@@ -33,6 +33,19 @@ pub enum Error {
     /// The service is overloaded (ingest queue full); retry with backoff.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// No token, or one that is unknown, expired or revoked. The message says which and never
+    /// repeats the token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token whose scope (or worker prefix) does not cover the call.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The token's request rate is over its limit; retry after the given time.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: std::time::Duration },
+    /// The call took longer than the configured request timeout.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The database is unreachable or failing, or the service is shutting down; retry.
     #[error("{0}")]
     Unavailable(String),
@@ -63,7 +76,10 @@ impl Error {
             Error::InvalidArgument(_) | Error::Malformed(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::TooLarge(_) | Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::TooLarge(_) | Error::ResourceExhausted(_) | Error::RateLimited { .. } => Code::ResourceExhausted,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
@@ -75,7 +91,10 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::AlreadyExists(_) => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::ResourceExhausted(_) | Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -91,6 +110,10 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
+        if let Error::RateLimited { retry_after, .. } = &err {
+            let details = ErrorDetails::with_retry_info(Some(*retry_after));
+            return tonic::Status::with_error_details(err.code(), err.to_string(), details);
+        }
         let violations = err.violations();
         if violations.is_empty() {
             return tonic::Status::new(err.code(), err.to_string());
@@ -117,13 +140,33 @@ impl IntoResponse for Error {
                 "field_violations": violations,
             })]
         };
+        let mut details = details;
+        let retry_after = match &self {
+            Error::RateLimited { retry_after, .. } => {
+                details.push(json!({
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retry_delay": format!("{:.3}s", retry_after.as_secs_f64()),
+                }));
+                Some(retry_after.as_secs().max(1))
+            }
+            _ => None,
+        };
         let body = json!({
             "code": self.code() as i32,
             "status": code_name(self.code()),
             "message": self.to_string(),
             "details": details,
         });
-        (self.http_status(), Json(body)).into_response()
+        let mut response = (self.http_status(), Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        if matches!(self, Error::Unauthenticated(_)) {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"runwarden\""));
+        }
+        response
     }
 }
 

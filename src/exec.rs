@@ -254,13 +254,24 @@ async fn submit(args: &ExecArgs, report: ExecutionReport) {
     let timeout = Duration::from_secs(args.report_timeout.max(1));
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=ATTEMPTS {
-        let result = match Client::connect_with_timeout(&args.addr, timeout).await {
+        let options = crate::client::ClientOptions {
+            timeout,
+            token: args.token.clone(),
+            ca_cert: args.ca_cert.clone(),
+            identity: None,
+        };
+        let result = match Client::connect_with(&args.addr, &options).await {
             Ok(mut client) => client.submit(report.clone()).await.map(|_| ()),
             Err(e) => Err(e),
         };
         match result {
             Ok(()) => return,
-            Err(crate::client::ClientError::Status(status)) if status.code() == tonic::Code::InvalidArgument => {
+            Err(crate::client::ClientError::Status(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
                 eprintln!("runwarden exec: the report was refused: {}", status.message());
                 return;
             }

@@ -5,6 +5,7 @@
 //! assembles everything on one port.
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod detector;
@@ -19,6 +20,7 @@ pub mod retention;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 
 pub use config::Config;
 pub use server::App;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use runwarden::{
     App, Config,
-    config::{Cli, Command, RollupCommand, resolve_store},
+    config::{Cli, Command, RollupCommand, TokenCommand, resolve_store},
     store::Store,
     telemetry,
 };
@@ -28,6 +28,9 @@ async fn main() -> ExitCode {
         Command::Health(args) => health(&args).await,
         Command::Backup(args) => backup(&args).await,
         Command::Rollup(RollupCommand::Rebuild(args)) => rebuild_rollups(&args).await,
+        Command::Token(TokenCommand::Create(args)) => token_create(&args).await,
+        Command::Token(TokenCommand::List(args)) => token_list(&args).await,
+        Command::Token(TokenCommand::Revoke(args)) => token_revoke(&args).await,
         Command::Exec(_) => Ok(()),
     };
     match result {
@@ -80,13 +83,10 @@ async fn health(args: &runwarden::config::HealthArgs) -> Result<(), String> {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let timeout = std::time::Duration::from_secs(args.timeout);
     let uri = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
+    let options = runwarden::client::ClientOptions { timeout, ca_cert: args.ca_cert.clone(), ..Default::default() };
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(uri.clone())
-            .map_err(|e| format!("invalid address {}: {e}", args.addr))?
-            .connect_timeout(timeout)
-            .connect()
-            .await
-            .map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
+        let channel =
+            runwarden::client::channel(&uri, &options).await.map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
         HealthClient::new(channel)
             .check(HealthCheckRequest { service: args.service.clone() })
             .await
@@ -98,6 +98,91 @@ async fn health(args: &runwarden::config::HealthArgs) -> Result<(), String> {
     let status = ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown);
     println!("{}", status.as_str_name());
     if status == ServingStatus::Serving { Ok(()) } else { Err(format!("{} is {}", args.addr, status.as_str_name())) }
+}
+
+/// Opens (and migrates: creating the first token may come before the first start) the database.
+async fn open_for_tokens(args: &runwarden::config::DatabaseArgs) -> Result<Store, String> {
+    let (url, options) = resolve_store(args)?;
+    let store = Store::connect(&url, &options).await.map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    Ok(store)
+}
+
+async fn token_create(args: &runwarden::config::TokenCreateArgs) -> Result<(), String> {
+    use runwarden::{auth::new_token_row, domain::access, store::tokens};
+    let scope: access::Scope = args.scope.parse()?;
+    let lifetime =
+        args.expires.as_deref().map(access::parse_lifetime).transpose().map_err(|e| format!("--expires: {e}"))?;
+    let (row, token) = new_token_row(&args.name, scope, args.worker_prefix.clone(), lifetime, chrono::Utc::now())
+        .map_err(|e| e.to_string())?;
+    let store = open_for_tokens(&args.database).await?;
+    let result = async {
+        let txn = store.begin_write().await.map_err(|e| e.to_string())?;
+        let row = tokens::insert(&txn, row).await.map_err(|e| e.to_string())?;
+        txn.commit().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(row)
+    }
+    .await;
+    store.close().await;
+    let row = result?;
+    let expires = row.expires_at_us.map_or("never".to_owned(), |us| runwarden::store::from_micros(us).to_rfc3339());
+    eprintln!(
+        "created token {:?} (id {}, scope {}{}, expires {expires}); it is shown once, below:",
+        row.name,
+        row.id,
+        row.scope,
+        row.worker_prefix.as_deref().map(|p| format!(", workers {p}*")).unwrap_or_default()
+    );
+    println!("{token}");
+    Ok(())
+}
+
+async fn token_list(args: &runwarden::config::DatabaseArgs) -> Result<(), String> {
+    use runwarden::store::{from_micros, tokens};
+    let store = open_for_tokens(args).await?;
+    let rows = tokens::all(store.reader()).await.map_err(|e| e.to_string());
+    store.close().await;
+    let now = chrono::Utc::now();
+    println!(
+        "{:<16}  {:<24}  {:<12}  {:<16}  {:<20}  {:<20}  STATUS",
+        "ID", "NAME", "SCOPE", "WORKER PREFIX", "CREATED", "EXPIRES"
+    );
+    for row in rows? {
+        let time = |us: i64| from_micros(us).format("%Y-%m-%d %H:%M UTC").to_string();
+        let status = match (row.revoked_at_us, row.expires_at_us) {
+            (Some(at), _) => format!("revoked {}", time(at)),
+            (None, Some(at)) if from_micros(at) <= now => "expired".to_owned(),
+            _ => "active".to_owned(),
+        };
+        println!(
+            "{:<16}  {:<24}  {:<12}  {:<16}  {:<20}  {:<20}  {status}",
+            row.id,
+            row.name,
+            row.scope,
+            row.worker_prefix.as_deref().unwrap_or("-"),
+            time(row.created_at_us),
+            row.expires_at_us.map_or("never".to_owned(), time),
+        );
+    }
+    Ok(())
+}
+
+async fn token_revoke(args: &runwarden::config::TokenRevokeArgs) -> Result<(), String> {
+    let store = open_for_tokens(&args.database).await?;
+    let result = async {
+        let txn = store.begin_write().await.map_err(|e| e.to_string())?;
+        let row = runwarden::store::tokens::revoke(&txn, &args.token, chrono::Utc::now())
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no token with id or name {:?}", args.token))?;
+        txn.commit().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(row)
+    }
+    .await;
+    store.close().await;
+    let row = result?;
+    println!("revoked token {:?} (id {}); running servers refuse it within 5 seconds", row.name, row.id);
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::{
     api::{GuardianApi, QueryApi, ReportApi, workers::WorkerApi},
+    auth::Caller,
     domain::validation::to_timestamp,
     error::Error,
     proto::v1::{
@@ -310,23 +311,28 @@ fn enum_name(value: &str, prefix: &str) -> String {
 }
 
 /// The body is the report itself (as with grpc-gateway's `body: "report"`).
-async fn submit_report(State(state): State<RestState>, body: Result<Bytes, BytesRejection>) -> Result<Response, Error> {
+async fn submit_report(
+    State(state): State<RestState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
     let body = read_body(body)?;
     let report: ExecutionReport =
         serde_json::from_slice(&body).map_err(|e| Error::Malformed(format!("invalid report JSON: {e}")))?;
-    let response = state.report.submit_report(SubmitReportRequest { report: Some(report) }).await?;
+    let response = state.report.submit_report(&caller, SubmitReportRequest { report: Some(report) }).await?;
     Ok(ProtoJson(response).into_response())
 }
 
 /// The body is `{"reports": [...]}`, as with grpc-gateway's `body: "*"`.
 async fn submit_report_batch(
     State(state): State<RestState>,
+    caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let body = read_body(body)?;
     let request: SubmitReportBatchRequest =
         serde_json::from_slice(&body).map_err(|e| Error::Malformed(format!("invalid batch JSON: {e}")))?;
-    Ok(ProtoJson(state.report.submit_report_batch(request).await?).into_response())
+    Ok(ProtoJson(state.report.submit_report_batch(&caller, request).await?).into_response())
 }
 
 fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {
@@ -506,8 +512,21 @@ async fn get_execution(State(state): State<RestState>, Path(execution_id): Path<
 }
 
 /// Unknown paths answer in the same error shape as everything else.
-pub async fn not_found(uri: axum::http::Uri) -> Error {
-    Error::NotFound(format!("no route for {}", uri.path()))
+pub async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/grpc"));
+    if grpc {
+        // gRPC and grpc-web clients read the status from the headers, not a JSON body.
+        let mut response = tonic::Status::unimplemented(format!("no service or method {}", uri.path()))
+            .into_http::<axum::body::Body>();
+        if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+            response.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+        }
+        return response;
+    }
+    Error::NotFound(format!("no route for {}", uri.path())).into_response()
 }
 
 #[cfg(test)]

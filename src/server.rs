@@ -8,10 +8,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, Request, State},
+    middleware::{self, Next},
     response::IntoResponse,
     routing::get,
-    serve::ListenerExt,
 };
 use http::{HeaderName, HeaderValue, header};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -29,15 +29,17 @@ use tower_http::{
 };
 
 use crate::{
-    api::{Clock, GuardianApi, QueryApi, ReportApi, Services, SystemClock, workers::WorkerApi},
+    api::{Clock, GuardianApi, QueryApi, ReportApi, Services, SystemClock, admin::AdminApi, workers::WorkerApi},
+    auth::{self, Auth, GrpcAuth, GrpcAuthLayer},
     config::{Config, MAX_MESSAGE_BYTES},
     detector::Detector,
     guardian::Guardian,
     proto::{
         self,
         v1::{
-            guardian_service_server::GuardianServiceServer, query_service_server::QueryServiceServer,
-            report_service_server::ReportServiceServer, worker_service_server::WorkerServiceServer,
+            admin_service_server::AdminServiceServer, guardian_service_server::GuardianServiceServer,
+            query_service_server::QueryServiceServer, report_service_server::ReportServiceServer,
+            worker_service_server::WorkerServiceServer,
         },
     },
     rest::{self, RestState},
@@ -46,6 +48,7 @@ use crate::{
         ingest::{self, Writer},
     },
     telemetry,
+    transport::{self, Limits},
 };
 
 /// How often the health task checks the database.
@@ -66,6 +69,13 @@ pub enum StartError {
     Reflection(String),
     #[error("guardian: {0}")]
     Guardian(String),
+    #[error(
+        "refusing to listen on {0} without authentication: create a token (`runwarden token create`), pass \
+         --require-auth, listen on a loopback address, or pass --insecure if the network is trusted"
+    )]
+    Insecure(SocketAddr),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 pub struct App {
@@ -80,18 +90,22 @@ pub struct App {
     retention: Arc<crate::retention::Retention>,
     /// Relays other replicas' live events (PostgreSQL).
     replica_events: Option<tokio::task::JoinHandle<()>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    auth: Arc<Auth>,
     shutdown_timeout: Duration,
     background_tasks: bool,
 }
 
 /// The gRPC service names health answers for, beside the empty (whole server) name.
-fn served_services() -> [&'static str; 5] {
+fn served_services() -> [&'static str; 6] {
     [
         "",
         ReportServiceServer::<ReportApi>::NAME,
         QueryServiceServer::<QueryApi>::NAME,
         GuardianServiceServer::<GuardianApi>::NAME,
         WorkerServiceServer::<WorkerApi>::NAME,
+        AdminServiceServer::<AdminApi>::NAME,
     ]
 }
 
@@ -114,6 +128,11 @@ impl App {
         } else if !store.is_migrated().await? {
             return Err(StartError::NotMigrated);
         }
+        let tls = config.tls.as_ref().map(transport::acceptor).transpose().map_err(StartError::Tls)?;
+        let auth = Auth::load(store.clone(), clock.clone(), config.auth.clone()).await?;
+        if !config.listen.ip().is_loopback() && !auth.enforced() && !config.insecure {
+            return Err(StartError::Insecure(config.listen));
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
@@ -131,6 +150,7 @@ impl App {
         let query = QueryApi::new(services.clone());
         let guardian_api = GuardianApi::new(guardian.clone(), services.ingest.clone());
         let worker_api = WorkerApi::new(services.clone());
+        let admin_api = AdminApi::new(auth.clone());
         let exported = services.clone();
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -160,12 +180,15 @@ impl App {
         let query_service = service!(QueryServiceServer, query.clone());
         let guardian_service = service!(GuardianServiceServer, guardian_api.clone());
         let worker_service = service!(WorkerServiceServer, worker_api.clone());
+        let admin_service = service!(AdminServiceServer, admin_api);
+        let guard = GrpcAuthLayer(auth.clone());
 
         let grpc = Router::new()
-            .route_service(&grpc_path(&report_service), grpc_web(report_service))
-            .route_service(&grpc_path(&query_service), grpc_web(query_service))
-            .route_service(&grpc_path(&guardian_service), grpc_web(guardian_service))
-            .route_service(&grpc_path(&worker_service), grpc_web(worker_service))
+            .route_service(&grpc_path(&report_service), grpc_web(&guard, report_service))
+            .route_service(&grpc_path(&query_service), grpc_web(&guard, query_service))
+            .route_service(&grpc_path(&guardian_service), grpc_web(&guard, guardian_service))
+            .route_service(&grpc_path(&worker_service), grpc_web(&guard, worker_service))
+            .route_service(&grpc_path(&admin_service), grpc_web(&guard, admin_service))
             .route_service(&grpc_path(&health_service), GrpcWebLayer::new().layer(health_service))
             .route_service(&grpc_path(&reflection_v1), reflection_v1)
             .route_service(&grpc_path(&reflection_v1alpha), reflection_v1alpha);
@@ -175,6 +198,7 @@ impl App {
             .merge(grpc)
             .merge(
                 rest::router(RestState { report, query, guardian: guardian_api, workers: worker_api })
+                    .route_layer(middleware::from_fn_with_state(auth.clone(), auth::rest_guard))
                     .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES)),
             )
             .route(
@@ -192,10 +216,12 @@ impl App {
                         }
                         text
                     }
-                }),
+                })
+                .layer(middleware::from_fn_with_state(auth.clone(), auth::metrics_guard)),
             )
             .route("/", get(index))
             .fallback(rest::not_found)
+            .layer(middleware::from_fn_with_state(config.limits.request_timeout, request_timeout))
             .layer(cors())
             .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -204,7 +230,14 @@ impl App {
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
 
-        tracing::info!(addr = %local_addr, database = %redact(&config.database_url), "runwarden ready");
+        tracing::info!(
+            addr = %local_addr,
+            database = %redact(&config.database_url),
+            tls = tls.is_some(),
+            mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            auth = if auth.enforced() { "enforced" } else { "off (no token exists)" },
+            "runwarden ready"
+        );
         Ok(App {
             listener,
             local_addr,
@@ -216,6 +249,9 @@ impl App {
             detector,
             retention,
             replica_events,
+            tls,
+            limits: config.limits.clone(),
+            auth,
             shutdown_timeout: config.shutdown_timeout,
             background_tasks: config.background_tasks,
         })
@@ -239,6 +275,11 @@ impl App {
         self.retention.clone()
     }
 
+    /// Tokens and their checks (tests create tokens through it).
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.clone()
+    }
+
     /// The missed-run detector (tests run its passes by hand).
     pub fn detector(&self) -> Arc<Detector> {
         self.detector.clone()
@@ -256,6 +297,8 @@ impl App {
             detector,
             retention,
             replica_events,
+            tls,
+            limits,
             shutdown_timeout,
             background_tasks,
             ..
@@ -273,10 +316,7 @@ impl App {
             set_health(&signal_health, ServingStatus::NotServing).await;
             let _ = draining_tx.send(true);
         };
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, router).with_graceful_shutdown(signal).into_future();
+        let server = transport::serve(listener, router, tls, &limits, signal);
         let deadline = async move {
             let _ = draining.wait_for(|d| *d).await;
             tokio::time::sleep(shutdown_timeout).await;
@@ -320,13 +360,40 @@ fn grpc_path<S: NamedService>(_: &S) -> String {
 type GrpcResponse = http::Response<tonic::body::Body>;
 type GrpcResponseMap = fn(GrpcResponse) -> GrpcResponse;
 
-/// Wraps a tonic service for the browser (grpc-web) and for the message-size convention.
-fn grpc_web<S>(service: S) -> GrpcWebService<MapResponse<S, GrpcResponseMap>>
+/// Wraps a tonic service for the browser (grpc-web), auth, and the message-size convention.
+fn grpc_web<S>(guard: &GrpcAuthLayer, service: S) -> GrpcWebService<GrpcAuth<MapResponse<S, GrpcResponseMap>>>
 where
     S: tower::Service<Request, Response = GrpcResponse>,
 {
     let map: GrpcResponseMap = too_large_is_resource_exhausted;
-    GrpcWebLayer::new().layer(MapResponseLayer::new(map).layer(service))
+    GrpcWebLayer::new().layer(guard.layer(MapResponseLayer::new(map).layer(service)))
+}
+
+/// Cuts off a call that takes longer than the request timeout: DEADLINE_EXCEEDED for gRPC and
+/// grpc-web (in the caller's content type), 504 for REST. A server-streaming call is done, for
+/// this purpose, once its response starts.
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> axum::response::Response {
+    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+    let grpc = content_type.as_ref().and_then(|c| c.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_ms = limit.as_millis() as u64, "request cut off by the request timeout");
+            let error = crate::error::Error::DeadlineExceeded(format!(
+                "the call took longer than the server's request timeout ({} s)",
+                limit.as_secs_f64()
+            ));
+            if grpc {
+                let mut response = tonic::Status::from(error).into_http::<axum::body::Body>();
+                if let Some(content_type) = content_type {
+                    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+                }
+                response
+            } else {
+                error.into_response()
+            }
+        }
+    }
 }
 
 /// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's other implementations

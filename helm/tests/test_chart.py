@@ -120,7 +120,10 @@ def check_service_monitor(monitor: dict, docs: list[dict]) -> None:
     duration = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
     for endpoint in monitor["spec"]["endpoints"]:
         assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout", "honorLabels",
-                                 "relabelings", "metricRelabelings"}
+                                 "relabelings", "metricRelabelings", "authorization"}
+        if "authorization" in endpoint:
+            auth = endpoint["authorization"]
+            assert auth["type"] == "Bearer" and set(auth["credentials"]) == {"name", "key"}
         assert endpoint["port"] in port_names
         assert endpoint["path"] == "/metrics" and endpoint["scheme"] == "http"
         assert duration.match(endpoint["interval"]) and duration.match(endpoint["scrapeTimeout"])
@@ -584,3 +587,24 @@ def test_every_values_key_is_documented() -> None:
     # ... and every key the schema defines at the top level appears in values.yaml.
     top = {m.group(1) for m in (re.match(r"^([A-Za-z_]\w*):", line) for line in lines) if m}
     assert set(schema["properties"]) - {"global"} == top
+
+
+def test_auth_is_required_by_default_because_pods_listen_beyond_loopback() -> None:
+    deployment = one(render(), "Deployment")
+    variables = env(deployment)
+    assert variables["RUNWARDEN_REQUIRE_AUTH"]["value"] == "true"
+    assert "RUNWARDEN_INSECURE" not in variables
+    insecure = env(one(render("-set", "auth.require=false", "-set", "auth.insecure=true"), "Deployment"))
+    assert "RUNWARDEN_REQUIRE_AUTH" not in insecure and insecure["RUNWARDEN_INSECURE"]["value"] == "true"
+
+
+def test_metrics_token_and_open_metrics() -> None:
+    docs = render("-set", "metrics.serviceMonitor.enabled=true", "-set-string",
+                  "metrics.serviceMonitor.bearerTokenSecret.name=prom-token")
+    endpoint = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "prom-token", "key": "token"}}
+    docs = render("-set", "metrics.serviceMonitor.enabled=true")
+    assert "authorization" not in one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    config = tomllib.loads(one(render("-set", "auth.metricsOpen=true"), "ConfigMap")["data"]["runwarden.toml"])
+    assert config["auth"] == {"metrics_open": True}
+    assert "auth" not in tomllib.loads(one(render(), "ConfigMap")["data"]["runwarden.toml"])

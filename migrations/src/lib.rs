@@ -11,6 +11,7 @@ mod m20261128_000004_guardian;
 mod m20261128_000005_anomalies;
 mod m20261128_000006_worker_schedules;
 mod m20261128_000007_stream_tick_indexes;
+mod m20261128_000008_api_tokens;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000005_anomalies::Migration),
             Box::new(m20261128_000006_worker_schedules::Migration),
             Box::new(m20261128_000007_stream_tick_indexes::Migration),
+            Box::new(m20261128_000008_api_tokens::Migration),
         ]
     }
 }

@@ -2,6 +2,7 @@
 //! inherent method returning `Result<_, Error>` that the tonic trait impls and the REST shim
 //! both call, so every face runs the same code and answers the same errors.
 
+pub mod admin;
 pub mod anomalies;
 pub mod guardian;
 pub mod learning;

@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Services, observe};
 use crate::{
+    auth::Caller,
     domain::validation::validate_report,
     domain::validation::{FieldViolation as DomainViolation, ValidReport},
     error::Error,
@@ -27,10 +28,15 @@ impl ReportApi {
     }
 
     /// Validates, stores durably, and answers once the report is committed.
-    pub async fn submit_report(&self, request: SubmitReportRequest) -> Result<SubmitReportResponse, Error> {
+    pub async fn submit_report(
+        &self,
+        caller: &Caller,
+        request: SubmitReportRequest,
+    ) -> Result<SubmitReportResponse, Error> {
         observe("SubmitReport", async {
             let received_at = self.services.clock.now();
             let valid = validate_report(request.report, received_at).map_err(Error::InvalidArgument)?;
+            caller.may_report_for(&valid.report.worker_name)?;
             let execution_id = valid.report.execution_id.clone();
             let worker = valid.report.worker_name.clone();
             let ack = self.services.ingest.submit(valid, received_at).await?;
@@ -70,7 +76,11 @@ const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
 
 impl ReportApi {
     /// Validates each report on its own, stores the valid ones, and summarises.
-    pub async fn submit_report_batch(&self, request: SubmitReportBatchRequest) -> Result<SubmitReportsResponse, Error> {
+    pub async fn submit_report_batch(
+        &self,
+        caller: &Caller,
+        request: SubmitReportBatchRequest,
+    ) -> Result<SubmitReportsResponse, Error> {
         observe("SubmitReportBatch", async {
             if request.reports.len() > MAX_BATCH_REPORTS {
                 return Err(Error::invalid(
@@ -80,6 +90,7 @@ impl ReportApi {
             }
             let mut summary = BatchSummary::default();
             let chunk = self.validate_chunk(0, request.reports, &mut summary);
+            chunk.check(caller)?;
             let results = self.services.ingest.submit_many(chunk.valid).await?;
             summary.record(chunk.indices, results)?;
             Ok(summary.finish())
@@ -91,6 +102,7 @@ impl ReportApi {
     /// the next.
     pub async fn submit_report_stream(
         &self,
+        caller: &Caller,
         mut stream: impl futures::Stream<Item = Result<SubmitReportRequest, Status>> + Unpin,
     ) -> Result<SubmitReportsResponse, Error> {
         use futures::{StreamExt, stream::FuturesOrdered};
@@ -112,6 +124,9 @@ impl ReportApi {
                     let first = next_index;
                     next_index += reports.len();
                     let chunk = self.validate_chunk(first, reports, &mut summary);
+                    // Chunks before one with a foreign worker stay stored (as with any failure
+                    // mid-stream, a retry answers them as duplicates).
+                    chunk.check(caller)?;
                     let ingest = self.services.ingest.clone();
                     in_flight.push_back(async move { (chunk.indices, ingest.submit_many(chunk.valid).await) });
                     while in_flight.len() >= STREAM_CHUNKS_IN_FLIGHT || (end && !in_flight.is_empty()) {
@@ -155,6 +170,13 @@ struct ValidChunk {
     /// Index in the stream and stored id of each valid report.
     indices: Vec<(usize, String)>,
     valid: Vec<(ValidReport, chrono::DateTime<chrono::Utc>)>,
+}
+
+impl ValidChunk {
+    /// Refuses the whole chunk if the caller may not report for one of its workers.
+    fn check(&self, caller: &Caller) -> Result<(), Error> {
+        self.valid.iter().try_for_each(|(valid, _)| caller.may_report_for(&valid.report.worker_name))
+    }
 }
 
 /// Collects the outcome of every report of a batch or stream, by index.
@@ -209,20 +231,23 @@ impl ReportService for ReportApi {
         &self,
         request: Request<SubmitReportRequest>,
     ) -> Result<Response<SubmitReportResponse>, Status> {
-        Ok(Response::new(ReportApi::submit_report(self, request.into_inner()).await?))
+        let caller = Caller::of(request.extensions())?;
+        Ok(Response::new(ReportApi::submit_report(self, &caller, request.into_inner()).await?))
     }
 
     async fn submit_reports(
         &self,
         request: Request<tonic::Streaming<SubmitReportRequest>>,
     ) -> Result<Response<SubmitReportsResponse>, Status> {
-        Ok(Response::new(self.submit_report_stream(request.into_inner()).await?))
+        let caller = Caller::of(request.extensions())?;
+        Ok(Response::new(self.submit_report_stream(&caller, request.into_inner()).await?))
     }
 
     async fn submit_report_batch(
         &self,
         request: Request<SubmitReportBatchRequest>,
     ) -> Result<Response<SubmitReportsResponse>, Status> {
-        Ok(Response::new(ReportApi::submit_report_batch(self, request.into_inner()).await?))
+        let caller = Caller::of(request.extensions())?;
+        Ok(Response::new(ReportApi::submit_report_batch(self, &caller, request.into_inner()).await?))
     }
 }

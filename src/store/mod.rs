@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod notify;
 pub mod rollups;
 pub mod streams;
+pub mod tokens;
 pub mod workers;
 
 use std::{str::FromStr, time::Duration};

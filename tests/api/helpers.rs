@@ -130,6 +130,7 @@ pub struct TestApp {
     pub detector: Arc<Detector>,
     pub retention: Arc<runwarden::retention::Retention>,
     pub workers: WorkerServiceClient<Channel>,
+    pub auth: Arc<runwarden::auth::Auth>,
     db: Option<TestDatabase>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
@@ -178,16 +179,20 @@ pub async fn spawn_app_with_clock(
     config.shutdown_timeout = Duration::from_secs(5);
     config.background_tasks = false;
     configure(&mut config);
+    let tls = config.tls.is_some();
     let app = App::build_with_clock(config, clock).await.expect("server starts");
     let addr = app.local_addr();
     let guardian = app.guardian();
     let detector = app.detector();
     let retention = app.retention();
+    let auth = app.auth();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    let endpoint = Channel::from_shared(format!("http://{addr}")).expect("uri");
+    // A TLS server's test makes its own clients; this one stays unconnected.
+    let channel = if tls { endpoint.connect_lazy() } else { endpoint.connect().await.expect("connect") };
     let workers = WorkerServiceClient::new(channel.clone());
     TestApp {
         addr,
@@ -198,6 +203,7 @@ pub async fn spawn_app_with_clock(
         detector,
         retention,
         workers,
+        auth,
         http: reqwest::Client::new(),
         db: Some(db),
         stop: Some(stop),

@@ -12,6 +12,7 @@ mod query;
 mod replicas;
 mod retention;
 mod scoring;
+mod security;
 mod stats;
 mod submit;
 mod workers;

@@ -16,6 +16,11 @@ no_migrate = {{ not .Values.migrations.onStart }}
 {{- with $config.sqlite_synchronous }}
 sqlite_synchronous = {{ . | quote }}
 {{- end }}
+{{- if .Values.auth.metricsOpen }}
+
+[auth]
+metrics_open = true
+{{- end }}
 {{- with $config.scoring }}
 
 [scoring]

@@ -2,6 +2,7 @@
 //! the Unix epoch (UTC).
 
 pub mod anomalies;
+pub mod api_tokens;
 pub mod executions;
 pub mod guardian_snapshots;
 pub mod streams;
