@@ -689,3 +689,32 @@ async fn no_token_or_hash_reaches_the_logs() {
         assert!(!text.contains(hash.as_str()), "a token's hash is in the log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_gets_at_most_its_concurrent_streams() {
+    let app = crate::helpers::spawn_app_with(TestDatabase::create(Backend::Sqlite).await, |c| {
+        c.limits.max_concurrent_streams = 2;
+    })
+    .await;
+    let watch = || {
+        let mut query = QueryServiceClient::new(app.channel.clone());
+        async move {
+            query
+                .watch_executions(runwarden::proto::v1::WatchExecutionsRequest::default())
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let first = watch().await.expect("first watch");
+    let second = watch().await.expect("second watch");
+    // The third stream on the same connection waits for a free slot...
+    let third = tokio::spawn(watch());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a third concurrent stream was admitted");
+    // ...which closing one frees.
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(20), third).await.expect("admitted once a slot frees");
+    let third = third.expect("task").expect("third watch");
+    drop((second, third));
+    app.stop().await;
+}
