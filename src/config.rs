@@ -228,6 +228,62 @@ pub struct FileConfig {
     pub auth: Option<AuthFile>,
     pub limits: Option<LimitsFile>,
     pub tls: Option<TlsFile>,
+    pub alerts: Option<AlertsFile>,
+}
+
+/// `[alerts]`, `[[alerts.webhooks]]`, `[[alerts.rules]]` (docs/alerts.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsFile {
+    /// Alertmanager's base URL, e.g. `http://alertmanager:9093`.
+    pub alertmanager_url: Option<String>,
+    /// Seconds between re-sends of firing alerts to Alertmanager (default 60).
+    pub alertmanager_resend_seconds: Option<f64>,
+    /// The dashboard's base URL, for links in alerts.
+    pub dashboard_url: Option<String>,
+    /// Seconds between sender passes (default 2).
+    pub interval_seconds: Option<f64>,
+    /// First retry delay in seconds (default 2), doubling up to `retry_max_seconds` (default 300).
+    pub retry_initial_seconds: Option<f64>,
+    pub retry_max_seconds: Option<f64>,
+    /// Attempts before a delivery is given up (default 25).
+    pub max_attempts: Option<u32>,
+    /// Seconds per attempt (default 10).
+    pub timeout_seconds: Option<f64>,
+    #[serde(default)]
+    pub webhooks: Vec<crate::alerts::WebhookConfig>,
+    #[serde(default)]
+    pub rules: Vec<crate::domain::alerting::Rule>,
+}
+
+impl AlertsFile {
+    fn apply(&self, config: &mut crate::alerts::AlertsConfig) -> Result<(), String> {
+        let seconds = |name: &str, v: Option<f64>, target: &mut Duration| -> Result<(), String> {
+            if let Some(v) = v {
+                *target = Duration::try_from_secs_f64(v)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| format!("[alerts] {name} must be a positive number of seconds, got {v}"))?;
+            }
+            Ok(())
+        };
+        config.alertmanager_url.clone_from(&self.alertmanager_url);
+        config.dashboard_url.clone_from(&self.dashboard_url);
+        seconds("alertmanager_resend_seconds", self.alertmanager_resend_seconds, &mut config.alertmanager_resend)?;
+        seconds("interval_seconds", self.interval_seconds, &mut config.interval)?;
+        seconds("retry_initial_seconds", self.retry_initial_seconds, &mut config.retry_initial)?;
+        seconds("retry_max_seconds", self.retry_max_seconds, &mut config.retry_max)?;
+        seconds("timeout_seconds", self.timeout_seconds, &mut config.timeout)?;
+        if let Some(n) = self.max_attempts {
+            if n == 0 {
+                return Err("[alerts] max_attempts must be at least 1".into());
+            }
+            config.max_attempts = n;
+        }
+        config.webhooks.clone_from(&self.webhooks);
+        config.rules.clone_from(&self.rules);
+        config.validate().map_err(|e| format!("invalid [alerts] settings: {e}"))
+    }
 }
 
 /// `[auth]`.
@@ -407,6 +463,7 @@ pub struct Config {
     pub insecure: bool,
     pub tls: Option<crate::transport::TlsFiles>,
     pub limits: crate::transport::Limits,
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 impl Config {
@@ -427,6 +484,7 @@ impl Config {
             insecure: false,
             tls: None,
             limits: crate::transport::Limits::default(),
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 
@@ -481,6 +539,9 @@ impl Config {
             if let Some(secs) = r.interval_seconds.filter(|s| *s > 0) {
                 config.retention.interval = Duration::from_secs(secs);
             }
+        }
+        if let Some(alerts) = &file.alerts {
+            alerts.apply(&mut config.alerts)?;
         }
         config.insecure = args.insecure;
         let auth = file.auth.as_ref();

@@ -145,10 +145,17 @@ impl Detector {
         pass.failure_rate_opened = open_rate.len();
         pass.failure_rate_resolved = resolve_rate.len();
         opened.extend(open_rate);
+        let mut resolved = Vec::new();
         for worker_id in resolve_rate {
-            anomalies::resolve(&txn, worker_id, AnomalyKind::FailureRate.as_str(), now_us).await?;
+            if anomalies::resolve(&txn, worker_id, AnomalyKind::FailureRate.as_str(), now_us).await? > 0 {
+                resolved.push((worker_id, AnomalyKind::FailureRate.as_str().to_owned(), now_us));
+            }
         }
         anomalies::insert(&txn, &opened).await?;
+        let names: std::collections::HashMap<i64, String> =
+            rows.iter().map(|r| (r.id, r.worker_name.clone())).collect();
+        let events = crate::store::alerts::events_of(&opened, &resolved, &changes, &names);
+        crate::store::alerts::record(&txn, &events, now_us).await?;
         crate::store::notify::send(&txn, self.store.replica(), &[], &changes).await?;
         txn.commit().await?;
         pass.health_changes = changes.len();

@@ -17,8 +17,8 @@ use crate::{
     api::Clock,
     domain::{
         guardian::{
-            self, GuardianConfig, GuardianTick, HeartbeatRefusal, StreamState, TrackedStream, validate_stream_id,
-            validate_stream_type,
+            self, GuardianConfig, GuardianTick, HeartbeatRefusal, StreamState, TrackedStream, Warning, WarningKind,
+            validate_stream_id, validate_stream_type,
         },
         validation::{to_timestamp, validate_report},
     },
@@ -345,6 +345,9 @@ impl Guardian {
                 metrics::gauge!("runwarden_guardian_orphaned_streams").set(tick.metrics.orphaned_streams as f64);
                 metrics::histogram!("runwarden_guardian_tick_seconds").record(elapsed.as_secs_f64());
                 self.status.send_replace(status.clone());
+                if let Err(e) = self.record_warning_alerts(&tick.warnings, now).await {
+                    tracing::warn!(error = %e, "cannot record guardian warning alerts");
+                }
                 self.report(now, elapsed, Some(status), None).await;
             }
             Ok(None) => {}
@@ -354,6 +357,34 @@ impl Guardian {
             }
         }
         result.map(|r| r.map(|(tick, _)| tick))
+    }
+
+    /// Each threshold warning is an alert (`GUARDIAN_<KIND>` of worker `sse_guardian`): firing
+    /// while crossed, resolved when no longer (only changes are recorded).
+    async fn record_warning_alerts(&self, warnings: &[Warning], now: DateTime<Utc>) -> Result<(), Error> {
+        use crate::domain::alerting::AlertEvent;
+        let kinds = [WarningKind::TooManyStale, WarningKind::TooManyOrphaned, WarningKind::OrphanRateHigh];
+        let events: Vec<AlertEvent> = kinds
+            .iter()
+            .map(|kind| {
+                let name = format!("GUARDIAN_{}", kind.as_str());
+                match warnings.iter().find(|w| w.kind == *kind) {
+                    Some(w) => AlertEvent::firing(
+                        GUARDIAN_WORKER,
+                        &name,
+                        "WARNING",
+                        w.message.clone(),
+                        serde_json::json!({ "value": w.value, "threshold": w.threshold }),
+                        now,
+                    ),
+                    None => AlertEvent::resolved(GUARDIAN_WORKER, &name, now),
+                }
+            })
+            .collect();
+        let txn = self.store.begin_write().await?;
+        crate::store::alerts::record(&txn, &events, crate::store::to_micros(now)).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     async fn tick(&self, now: DateTime<Utc>) -> Result<Option<(GuardianTick, GuardianStatus)>, Error> {

@@ -4,6 +4,7 @@
 //! implements the gRPC services; [`rest`] is the JSON shim over the same methods; [`server`]
 //! assembles everything on one port.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod client;

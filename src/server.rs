@@ -93,6 +93,7 @@ pub struct App {
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     auth: Arc<Auth>,
+    alerts: Arc<crate::alerts::Alerts>,
     shutdown_timeout: Duration,
     background_tasks: bool,
 }
@@ -145,6 +146,7 @@ impl App {
         let detector = Detector::new(store.clone(), ingest.clone(), clock.clone(), config.detector.clone());
         let replica_events = crate::store::notify::spawn_listener(store.clone(), ingest.clone());
         let retention = crate::retention::Retention::new(store.clone(), clock.clone(), config.retention.clone());
+        let alerts = crate::alerts::Alerts::new(store.clone(), clock.clone(), config.alerts.clone());
         let services = Arc::new(Services { store: store.clone(), ingest, clock, guardian: guardian.clone() });
         let report = ReportApi::new(services.clone());
         let query = QueryApi::new(services.clone());
@@ -252,6 +254,7 @@ impl App {
             tls,
             limits: config.limits.clone(),
             auth,
+            alerts,
             shutdown_timeout: config.shutdown_timeout,
             background_tasks: config.background_tasks,
         })
@@ -273,6 +276,11 @@ impl App {
     /// Retention (tests run its passes by hand).
     pub fn retention(&self) -> Arc<crate::retention::Retention> {
         self.retention.clone()
+    }
+
+    /// The alert sender (tests run its passes by hand).
+    pub fn alerts(&self) -> Arc<crate::alerts::Alerts> {
+        self.alerts.clone()
     }
 
     /// Tokens and their checks (tests create tokens through it).
@@ -299,6 +307,7 @@ impl App {
             replica_events,
             tls,
             limits,
+            alerts,
             shutdown_timeout,
             background_tasks,
             ..
@@ -308,6 +317,7 @@ impl App {
         let guardian_task = background_tasks.then(|| tokio::spawn(crate::guardian::run(guardian, draining.clone())));
         let detector_task = background_tasks.then(|| tokio::spawn(crate::detector::run(detector, draining.clone())));
         let retention_task = background_tasks.then(|| tokio::spawn(crate::retention::run(retention, draining.clone())));
+        let alerts_task = background_tasks.then(|| tokio::spawn(crate::alerts::run(alerts, draining.clone())));
 
         let signal_health = health.clone();
         let signal = async move {
@@ -331,6 +341,7 @@ impl App {
         join_background(guardian_task, "guardian task failed").await;
         join_background(detector_task, "detector task failed").await;
         join_background(retention_task, "retention task failed").await;
+        join_background(alerts_task, "alert sender failed").await;
         writer.shutdown().await;
         probe.abort();
         if let Some(task) = replica_events {

@@ -12,6 +12,7 @@ mod m20261128_000005_anomalies;
 mod m20261128_000006_worker_schedules;
 mod m20261128_000007_stream_tick_indexes;
 mod m20261128_000008_api_tokens;
+mod m20261128_000009_alerts;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000006_worker_schedules::Migration),
             Box::new(m20261128_000007_stream_tick_indexes::Migration),
             Box::new(m20261128_000008_api_tokens::Migration),
+            Box::new(m20261128_000009_alerts::Migration),
         ]
     }
 }

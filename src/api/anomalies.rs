@@ -84,3 +84,45 @@ impl QueryApi {
         .await
     }
 }
+
+impl QueryApi {
+    /// Alert delivery attempts, newest first.
+    pub async fn list_alert_deliveries(
+        &self,
+        request: crate::proto::v1::ListAlertDeliveriesRequest,
+    ) -> Result<crate::proto::v1::ListAlertDeliveriesResponse, Error> {
+        use crate::proto::v1::{AlertDelivery, ListAlertDeliveriesResponse};
+        observe("ListAlertDeliveries", async {
+            let limit = match request.limit {
+                0 => 100,
+                1..=1000 => request.limit as u64,
+                n => return Err(Error::invalid("limit", format!("must be between 1 and 1000 (0 means 100), got {n}"))),
+            };
+            let channel = Some(request.channel.as_str()).filter(|c| !c.is_empty());
+            let rows = crate::store::alerts::attempts(self.reader(), channel, limit).await?;
+            let deliveries = rows
+                .into_iter()
+                .map(|(a, row)| {
+                    let row = row.unwrap_or_default();
+                    AlertDelivery {
+                        channel: a.channel,
+                        delivery_id: a.delivery_id,
+                        attempt: a.attempt,
+                        at: Some(crate::domain::validation::to_timestamp(crate::store::from_micros(a.at_us))),
+                        ok: a.ok,
+                        http_status: a.http_status.unwrap_or(0),
+                        latency_ms: a.latency_ms,
+                        error: a.error.unwrap_or_default(),
+                        alert_key: row.alert_key,
+                        worker_name: row.worker_name,
+                        kind: row.kind,
+                        severity: row.severity,
+                        state: row.state,
+                    }
+                })
+                .collect();
+            Ok(ListAlertDeliveriesResponse { deliveries })
+        })
+        .await
+    }
+}

@@ -346,6 +346,13 @@ impl QueryService for QueryApi {
         Ok(Response::new(QueryApi::get_system_learning(self, request.into_inner()).await?))
     }
 
+    async fn list_alert_deliveries(
+        &self,
+        request: Request<crate::proto::v1::ListAlertDeliveriesRequest>,
+    ) -> Result<Response<crate::proto::v1::ListAlertDeliveriesResponse>, Status> {
+        Ok(Response::new(QueryApi::list_alert_deliveries(self, request.into_inner()).await?))
+    }
+
     async fn get_data_quality_summary(
         &self,
         request: Request<GetDataQualitySummaryRequest>,

@@ -40,6 +40,8 @@ impl WorkerApi {
                 .into_iter()
                 .collect();
             crate::store::notify::send(&txn, store.replica(), &[], &changes).await?;
+            let events = crate::store::alerts::events_of(&[], &[], &changes, &Default::default());
+            crate::store::alerts::record(&txn, &events, crate::store::to_micros(now)).await?;
             txn.commit().await?;
             tracing::info!(
                 worker = %row.worker_name,

@@ -90,6 +90,7 @@ pub const POLICY: &[(&str, &str, Scope)] = &[
     ("runwarden.v1.QueryService", "ListAnomalies", Scope::Read),
     ("runwarden.v1.QueryService", "GetWorkerLearning", Scope::Read),
     ("runwarden.v1.QueryService", "GetSystemLearning", Scope::Read),
+    ("runwarden.v1.QueryService", "ListAlertDeliveries", Scope::Read),
     ("runwarden.v1.WorkerService", "UpsertWorker", Scope::Admin),
     ("runwarden.v1.WorkerService", "DeleteWorker", Scope::Admin),
     ("runwarden.v1.AdminService", "CreateToken", Scope::Admin),

@@ -4,6 +4,7 @@
 //! Domain code may use the generated contract types (`crate::proto`), never `store` or `api`.
 
 pub mod access;
+pub mod alerting;
 pub mod analysis;
 pub mod anomaly;
 pub mod cron;

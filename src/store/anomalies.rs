@@ -85,6 +85,11 @@ pub struct NewAnomaly {
 }
 
 fn evidence_json(f: &Finding) -> String {
+    evidence_value(f).to_string()
+}
+
+/// A finding's evidence as stored (and as alerts carry it).
+pub fn evidence_value(f: &Finding) -> serde_json::Value {
     serde_json::json!({
         "value": f.evidence.value,
         "baseline_median": f.evidence.baseline_median,
@@ -93,7 +98,6 @@ fn evidence_json(f: &Finding) -> String {
         "window": f.evidence.window,
         "detail": f.evidence.detail,
     })
-    .to_string()
 }
 
 pub async fn insert(db: &impl ConnectionTrait, new: &[NewAnomaly]) -> Result<(), DbErr> {

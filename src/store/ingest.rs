@@ -490,13 +490,16 @@ pub async fn write_batch(
     }
     // Anomalies: close what this batch's runs resolved (only where something is open), then
     // record what they opened.
+    let mut resolved = Vec::new();
     if !book.resolve_existing.is_empty() {
         let mut ids: Vec<i64> = book.resolve_existing.keys().map(|(w, _)| *w).collect();
         ids.sort_unstable();
         ids.dedup();
         for (worker_id, kind) in open_anomaly_kinds(&txn, &ids).await? {
-            if let Some(at_us) = book.resolve_existing.get(&(worker_id, kind.as_str())) {
-                resolve_anomalies(&txn, worker_id, &kind, *at_us).await?;
+            if let Some(&at_us) = book.resolve_existing.get(&(worker_id, kind.as_str()))
+                && resolve_anomalies(&txn, worker_id, &kind, at_us).await? > 0
+            {
+                resolved.push((worker_id, kind, at_us));
             }
         }
     }
@@ -515,6 +518,13 @@ pub async fn write_batch(
                 health.clone_into(&mut worker.health);
             }
         }
+    }
+
+    // Alerts for what changed, in this transaction (the outbox; see crate::alerts).
+    if !resolved.is_empty() || !book.opened.is_empty() || !health_changes.is_empty() {
+        let names: HashMap<i64, String> = worker_rows.values().map(|w| (w.id, w.worker_name.clone())).collect();
+        let events = super::alerts::events_of(&book.opened, &resolved, &health_changes, &names);
+        super::alerts::record(&txn, &events, to_micros(now)).await?;
     }
 
     // One upsert writes back every worker the batch touched.

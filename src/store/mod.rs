@@ -5,6 +5,7 @@
 //! SQLite gets one writer connection (WAL, `synchronous=FULL` by default, write transactions
 //! opened IMMEDIATE) and a small pool of readers beside it; PostgreSQL gets one pool for both.
 
+pub mod alerts;
 pub mod anomalies;
 pub mod entities;
 pub mod executions;

@@ -131,6 +131,7 @@ pub struct TestApp {
     pub retention: Arc<runwarden::retention::Retention>,
     pub workers: WorkerServiceClient<Channel>,
     pub auth: Arc<runwarden::auth::Auth>,
+    pub alerts: Arc<runwarden::alerts::Alerts>,
     db: Option<TestDatabase>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
@@ -186,6 +187,7 @@ pub async fn spawn_app_with_clock(
     let detector = app.detector();
     let retention = app.retention();
     let auth = app.auth();
+    let alerts = app.alerts();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -204,6 +206,7 @@ pub async fn spawn_app_with_clock(
         retention,
         workers,
         auth,
+        alerts,
         http: reqwest::Client::new(),
         db: Some(db),
         stop: Some(stop),

@@ -1,6 +1,7 @@
 //! Integration tests against a real server on port 0, over real gRPC, grpc-web and REST clients,
 //! on SQLite always and on PostgreSQL when `RUNWARDEN_TEST_POSTGRES_URL` is set.
 
+mod alerts;
 mod anomalies;
 mod batch;
 mod exec;

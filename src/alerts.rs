@@ -1,0 +1,421 @@
+//! Alert delivery. State changes are in the outbox (written with the anomaly, the health change or
+//! the guardian warning that caused them); this sender turns each into one send per channel whose
+//! rules take it, delivers with retries and exponential backoff, records every attempt, and keeps
+//! Alertmanager's view of what is firing fresh by re-sending it (as Prometheus does).
+//!
+//! Nothing here runs in a request: a dead endpoint delays only its own sends. Deliveries are
+//! at-least-once (a crash between the receiver's answer and the record re-sends); each carries a
+//! delivery id that stays the same across attempts, so receivers drop repeats. With several
+//! replicas, a pass runs only on the one holding the alerts lock (PostgreSQL advisory lock).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseTransaction, DbBackend, TransactionTrait};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::{
+    api::Clock,
+    domain::alerting::{self, AlertState, Rule, WorkerContext},
+    error::Error,
+    store::{
+        Store,
+        alerts::{self, Attempt, Next, OutboxRow, SendRow},
+        to_micros,
+    },
+};
+
+/// Advisory lock key of the alert sender.
+const ALERTS_LOCK_KEY: i64 = 0x7275_6e77_6172_6404;
+/// Channel name of Alertmanager in rules and records.
+pub const ALERTMANAGER: &str = "alertmanager";
+/// How long a claimed send is held before another pass may retry it.
+const LEASE: Duration = Duration::from_secs(60);
+
+/// A webhook's body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The versioned runwarden JSON (docs/alerts.md).
+    #[default]
+    Json,
+    /// `{"text": …}` for Slack incoming webhooks and compatible receivers.
+    Slack,
+}
+
+/// `[[alerts.webhooks]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: String,
+    /// HMAC-SHA256 key of the signature header; none: unsigned.
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// Alertmanager's base URL (`http://alertmanager:9093`).
+    pub alertmanager_url: Option<String>,
+    /// How often firing alerts are re-sent to Alertmanager; they end 4 intervals later unless re-sent.
+    pub alertmanager_resend: Duration,
+    pub webhooks: Vec<WebhookConfig>,
+    pub rules: Vec<Rule>,
+    /// Base URL of the dashboard, for links in alerts.
+    pub dashboard_url: Option<String>,
+    /// Between sender passes.
+    pub interval: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Attempts before a send is given up (recorded as failed).
+    pub max_attempts: u32,
+    /// Per attempt.
+    pub timeout: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            alertmanager_url: None,
+            alertmanager_resend: Duration::from_secs(60),
+            webhooks: Vec::new(),
+            rules: Vec::new(),
+            dashboard_url: None,
+            interval: Duration::from_secs(2),
+            retry_initial: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            max_attempts: 25,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// Every channel's name.
+    pub fn channels(&self) -> Vec<String> {
+        let mut channels: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
+        if self.alertmanager_url.is_some() {
+            channels.push(ALERTMANAGER.to_owned());
+        }
+        channels
+    }
+
+    /// Checks names, URLs and rules; messages name the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for hook in &self.webhooks {
+            if hook.name.is_empty() || hook.name == ALERTMANAGER || !names.insert(hook.name.as_str()) {
+                return Err(format!(
+                    "webhooks.name: {:?} must be unique, non-empty and not {ALERTMANAGER:?}",
+                    hook.name
+                ));
+            }
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return Err(format!("webhooks.url of {:?}: must be an http(s) URL", hook.name));
+            }
+        }
+        let channels = self.channels();
+        for rule in &self.rules {
+            rule.validate()?;
+            if !channels.contains(&rule.channel) {
+                return Err(format!(
+                    "rules.channel: {:?} is neither alertmanager (configured) nor a webhook",
+                    rule.channel
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AlertPass {
+    pub fanned_out: usize,
+    pub delivered: usize,
+    pub failed_attempts: usize,
+    pub given_up: usize,
+    pub resent: usize,
+    /// Another replica holds the sender.
+    pub skipped: bool,
+}
+
+pub struct Alerts {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: AlertsConfig,
+    http: reqwest::Client,
+    last_resend: Mutex<Option<Instant>>,
+}
+
+impl Alerts {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, config: AlertsConfig) -> Arc<Alerts> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("runwarden/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Arc::new(Alerts { store, clock, config, http, last_resend: Mutex::new(None) })
+    }
+
+    /// One pass: fan out new state changes, deliver what is due, re-send firing alerts to
+    /// Alertmanager when due.
+    pub async fn pass(&self) -> Result<AlertPass, Error> {
+        // On PostgreSQL the lock is held by this transaction for the whole pass; its writes go
+        // through their own short transactions.
+        let guard: Option<DatabaseTransaction> = if self.store.backend() == DbBackend::Postgres {
+            let txn = self.store.reader().begin().await?;
+            if !crate::store::try_singleton_lock(&txn, ALERTS_LOCK_KEY).await? {
+                return Ok(AlertPass { skipped: true, ..AlertPass::default() });
+            }
+            Some(txn)
+        } else {
+            None
+        };
+        let mut pass = AlertPass { fanned_out: self.fan_out().await?, ..AlertPass::default() };
+        self.deliver(&mut pass).await?;
+        pass.resent = self.resend_to_alertmanager().await?;
+        if let Some(txn) = guard {
+            txn.rollback().await?;
+        }
+        Ok(pass)
+    }
+
+    async fn fan_out(&self) -> Result<usize, Error> {
+        let channels = self.config.channels();
+        let now = self.clock.now();
+        let rows = alerts::unfanned(self.store.reader(), 500).await?;
+        for row in &rows {
+            let targets: Vec<String> = if row.state == AlertState::Resolved.as_str() {
+                alerts::channels_of_firing(self.store.reader(), row).await?
+            } else {
+                let event = alerts::event_of(row);
+                let at = crate::store::from_micros(row.created_at_us);
+                channels.iter().filter(|c| alerting::channel_gets(c, &self.config.rules, &event, at)).cloned().collect()
+            };
+            let txn = self.store.begin_write().await?;
+            alerts::fan_out(&txn, row, &targets, to_micros(now)).await?;
+            txn.commit().await?;
+        }
+        Ok(rows.len())
+    }
+
+    async fn deliver(&self, pass: &mut AlertPass) -> Result<(), Error> {
+        loop {
+            let now = self.clock.now();
+            let txn = self.store.begin_write().await?;
+            let due = alerts::claim_due(&txn, to_micros(now), LEASE.as_micros() as i64, 100).await?;
+            txn.commit().await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            // Channels in parallel; each channel's sends in order.
+            let mut by_channel: std::collections::BTreeMap<String, Vec<(SendRow, OutboxRow)>> = Default::default();
+            for (send, row) in due {
+                by_channel.entry(send.channel.clone()).or_default().push((send, row));
+            }
+            let results = futures::future::join_all(by_channel.into_values().map(|sends| async move {
+                let mut outcomes = Vec::new();
+                for (send, row) in sends {
+                    let attempt = self.attempt(&send, &row).await;
+                    outcomes.push((send, attempt));
+                }
+                outcomes
+            }))
+            .await;
+            for (send, attempt) in results.into_iter().flatten() {
+                let now = self.clock.now();
+                let attempts = u32::try_from(send.attempts + 1).unwrap_or(u32::MAX);
+                let next = if attempt.ok {
+                    pass.delivered += 1;
+                    Next::Delivered
+                } else if attempts >= self.config.max_attempts {
+                    pass.given_up += 1;
+                    Next::GiveUp
+                } else {
+                    pass.failed_attempts += 1;
+                    let wait = alerting::backoff(
+                        self.config.retry_initial.as_secs_f64(),
+                        self.config.retry_max.as_secs_f64(),
+                        attempts,
+                    );
+                    Next::RetryAt(to_micros(now) + (wait * 1e6) as i64)
+                };
+                metrics::counter!(
+                    "runwarden_alert_attempts_total",
+                    "channel" => send.channel.clone(),
+                    "result" => if attempt.ok { "delivered" } else { "failed" }
+                )
+                .increment(1);
+                if !attempt.ok {
+                    tracing::warn!(
+                        channel = %send.channel,
+                        delivery_id = %send.delivery_id,
+                        attempt = attempts,
+                        error = attempt.error.as_deref().unwrap_or(""),
+                        "alert delivery failed"
+                    );
+                }
+                let txn = self.store.begin_write().await?;
+                alerts::finish(&txn, &send, &attempt, next, to_micros(now)).await?;
+                txn.commit().await?;
+            }
+        }
+    }
+
+    async fn worker_context(&self, worker: &str) -> WorkerContext {
+        match crate::store::workers::find_by_name(self.store.reader(), worker).await {
+            Ok(Some(row)) => WorkerContext { worker_type: row.worker_type, owner: row.owner },
+            _ => WorkerContext::default(),
+        }
+    }
+
+    async fn attempt(&self, send: &SendRow, row: &OutboxRow) -> Attempt {
+        let started = Instant::now();
+        let event = alerts::event_of(row);
+        let worker = self.worker_context(&row.worker_name).await;
+        let dashboard = self.config.dashboard_url.as_deref();
+        let request = if send.channel == ALERTMANAGER {
+            // A firing already resolved since: its resolution follows; sending it now would
+            // re-open the alert in Alertmanager until it expires.
+            if event.state == AlertState::Firing
+                && !alerts::is_firing(self.store.reader(), &row.alert_key).await.unwrap_or(true)
+            {
+                return Attempt { ok: true, http_status: None, latency_ms: 0, error: None };
+            }
+            let Some(base) = &self.config.alertmanager_url else {
+                return failed(started, "alertmanager is no longer configured");
+            };
+            let alert = alerting::alertmanager_alert(&event, &worker, dashboard, self.valid_until());
+            self.http.post(format!("{}/api/v2/alerts", base.trim_end_matches('/'))).json(&[alert])
+        } else {
+            let Some(hook) = self.config.webhooks.iter().find(|w| w.name == send.channel) else {
+                return failed(started, "the webhook is no longer configured");
+            };
+            let body = match hook.format {
+                WebhookFormat::Json => {
+                    serde_json::to_vec(&alerting::webhook_body(&event, &send.delivery_id, &worker, dashboard))
+                }
+                WebhookFormat::Slack => serde_json::to_vec(&alerting::slack_body(&event, dashboard)),
+            }
+            .unwrap_or_default();
+            let mut request = self
+                .http
+                .post(&hook.url)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(alerting::DELIVERY_HEADER, &send.delivery_id);
+            if let Some(secret) = &hook.secret {
+                let timestamp = self.clock.now().timestamp();
+                request = request.header(alerting::SIGNATURE_HEADER, alerting::signature(secret, timestamp, &body));
+            }
+            request.body(body)
+        };
+        match request.send().await {
+            Ok(response) if response.status().is_success() => Attempt {
+                ok: true,
+                http_status: Some(i32::from(response.status().as_u16())),
+                latency_ms: started.elapsed().as_millis() as i64,
+                error: None,
+            },
+            Ok(response) => {
+                let status = response.status();
+                let text = response.text().await.unwrap_or_default();
+                Attempt {
+                    ok: false,
+                    http_status: Some(i32::from(status.as_u16())),
+                    latency_ms: started.elapsed().as_millis() as i64,
+                    error: Some(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())),
+                }
+            }
+            Err(e) => failed(started, &e.to_string()),
+        }
+    }
+
+    fn valid_until(&self) -> DateTime<Utc> {
+        let ahead =
+            chrono::TimeDelta::from_std(self.config.alertmanager_resend * 4).unwrap_or(chrono::TimeDelta::minutes(4));
+        self.clock.now() + ahead
+    }
+
+    /// Re-sends every firing alert to Alertmanager once per resend interval, so it does not
+    /// expire while still firing. Returns how many were sent.
+    async fn resend_to_alertmanager(&self) -> Result<usize, Error> {
+        let Some(base) = &self.config.alertmanager_url else { return Ok(0) };
+        let due = match self.last_resend.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|t| t.elapsed() >= self.config.alertmanager_resend);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if !due {
+            return Ok(0);
+        }
+        // Only what was routed to Alertmanager (rules apply) and has been delivered there once.
+        let firing = alerts::firing(self.store.reader()).await?;
+        let mut batch = Vec::new();
+        for row in &firing {
+            let event = alerts::event_of(row);
+            let at = crate::store::from_micros(row.created_at_us);
+            if alerting::channel_gets(ALERTMANAGER, &self.config.rules, &event, at) {
+                let worker = self.worker_context(&row.worker_name).await;
+                batch.push(alerting::alertmanager_alert(
+                    &event,
+                    &worker,
+                    self.config.dashboard_url.as_deref(),
+                    self.valid_until(),
+                ));
+            }
+        }
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let sent = batch.len();
+        match self.http.post(format!("{}/api/v2/alerts", base.trim_end_matches('/'))).json(&batch).send().await {
+            Ok(r) if r.status().is_success() => Ok(sent),
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), "re-sending firing alerts to Alertmanager failed");
+                Ok(0)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-sending firing alerts to Alertmanager failed");
+                Ok(0)
+            }
+        }
+    }
+}
+
+fn failed(started: Instant, error: &str) -> Attempt {
+    Attempt {
+        ok: false,
+        http_status: None,
+        latency_ms: started.elapsed().as_millis() as i64,
+        error: Some(error.to_owned()),
+    }
+}
+
+/// Runs passes until draining starts.
+pub async fn run(alerts: Arc<Alerts>, mut draining: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(alerts.config.interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = draining.wait_for(|d| *d) => return,
+        }
+        if let Err(e) = alerts.pass().await {
+            tracing::warn!(error = %e, "alert pass failed");
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! Alert delivery: webhooks (signed, retried with backoff, exactly one delivery per state change
+//! across failures and a restart), rules, and a real Alertmanager routing to a receiver served
+//! here.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use chrono::{TimeDelta, Utc};
+use runwarden::{
+    Config,
+    alerts::{AlertsConfig, WebhookConfig, WebhookFormat},
+    domain::{
+        alerting::{Rule, WebhookBody, verify_signature},
+        validation::to_timestamp,
+    },
+    proto::v1::{ExecutionReport, ListAlertDeliveriesRequest, ListAnomaliesRequest, Outcome},
+};
+use serde_json::Value;
+
+use crate::{
+    backend_tests,
+    helpers::{Backend, TestApp, TestDatabase, report, spawn_app_with},
+};
+
+backend_tests!(webhook_deliveries_survive_failures_and_a_restart_exactly_once);
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    answered: u16,
+}
+
+/// An HTTP receiver on loopback that answers 500 to its first `fail_first` requests.
+#[derive(Clone)]
+struct Receiver {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Received>>>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    seen: Arc<Mutex<Vec<Received>>>,
+    fail_first: Arc<AtomicUsize>,
+}
+
+async fn receive(
+    State(state): State<ReceiverState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::http::StatusCode {
+    let fail = state.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let answered = if fail { 500 } else { 200 };
+    state.seen.lock().expect("lock").push(Received { path: uri.path().to_owned(), headers, body, answered });
+    axum::http::StatusCode::from_u16(answered).expect("status")
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Receiver {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = ReceiverState { seen: seen.clone(), fail_first: Arc::new(AtomicUsize::new(fail_first)) };
+        let app = Router::new().route("/{*path}", post(receive)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, seen }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn seen(&self, path: &str) -> Vec<Received> {
+        self.seen.lock().expect("lock").iter().filter(|r| r.path == path).cloned().collect()
+    }
+}
+
+fn run(worker: &str, minutes_ago: i64, duration_ms: i64, outcome: Outcome) -> ExecutionReport {
+    ExecutionReport {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        started_at: Some(to_timestamp(Utc::now() - TimeDelta::minutes(minutes_ago))),
+        duration_ms: Some(duration_ms),
+        outcome: outcome as i32,
+        ..report(worker)
+    }
+}
+
+/// Twenty steady hourly runs, then one ten times slower, 40 minutes ago: DURATION_SPIKE (and
+/// QUALITY_DROP) open; the worker stays UP (its next run is not due yet).
+async fn spike(app: &TestApp, worker: &str) {
+    for i in 0..20 {
+        app.submit(run(worker, 1240 - 60 * i, 1000 + (i % 5) * 20, Outcome::Success)).await.expect("stored");
+    }
+    app.submit(run(worker, 40, 10_000, Outcome::Success)).await.expect("stored");
+}
+
+async fn open_anomalies(app: &TestApp) -> Vec<runwarden::proto::v1::Anomaly> {
+    let request = ListAnomaliesRequest { open_only: true, ..Default::default() };
+    app.query.clone().list_anomalies(request).await.expect("anomalies").into_inner().anomalies
+}
+
+fn fast_retries(alerts: &mut AlertsConfig) {
+    alerts.retry_initial = Duration::from_millis(50);
+    alerts.retry_max = Duration::from_millis(200);
+    alerts.timeout = Duration::from_secs(5);
+}
+
+fn webhook(name: &str, url: String) -> WebhookConfig {
+    WebhookConfig { name: name.into(), url, secret: Some("s3cret".into()), format: WebhookFormat::Json }
+}
+
+/// Runs sender passes until `done` holds (at most 15 s).
+async fn passes_until(app: &TestApp, mut done: impl FnMut() -> bool) {
+    for _ in 0..150 {
+        app.alerts.pass().await.expect("alert pass");
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the alerts did not arrive in time");
+}
+
+async fn webhook_deliveries_survive_failures_and_a_restart_exactly_once(backend: Backend) {
+    let receiver = Receiver::start(3).await;
+    let url = receiver.url("/hook");
+    let configure = move |config: &mut Config| {
+        config.alerts.webhooks = vec![webhook("oncall", url.clone())];
+        // Backfilling a day of hourly runs makes the worker DOWN until the recent ones arrive;
+        // this channel takes the anomalies only.
+        config.alerts.rules = vec![Rule {
+            channel: "oncall".into(),
+            kinds: vec!["DURATION_SPIKE".into(), "QUALITY_DROP".into()],
+            ..Default::default()
+        }];
+        fast_retries(&mut config.alerts);
+    };
+    let app = spawn_app_with(TestDatabase::create(backend).await, configure.clone()).await;
+    spike(&app, "intel_aggregation_hourly").await;
+    let open = open_anomalies(&app).await;
+    assert!(open.len() >= 2, "{open:?}");
+
+    // Two passes: fan-out, then every first attempt fails (the receiver is down for 3 requests).
+    app.alerts.pass().await.expect("pass");
+    let failed = receiver.seen("/hook");
+    assert!(!failed.is_empty() && failed.iter().all(|r| r.answered == 500), "{failed:?}");
+    // Restart between failures: nothing is lost.
+    let db = app.stop().await;
+    let app = spawn_app_with(db, configure).await;
+    let expected = open.len();
+    passes_until(&app, || receiver.seen("/hook").iter().filter(|r| r.answered == 200).count() >= expected).await;
+    // More passes deliver nothing more.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        app.alerts.pass().await.expect("pass");
+    }
+
+    let seen = receiver.seen("/hook");
+    let delivered: Vec<&Received> = seen.iter().filter(|r| r.answered == 200).collect();
+    assert_eq!(seen.iter().filter(|r| r.answered == 500).count(), 3, "the three failures, then successes");
+    assert_eq!(delivered.len(), expected, "exactly one delivery per state change");
+    let mut by_key = BTreeMap::new();
+    for r in &seen {
+        let signature = r.headers.get("x-runwarden-signature").and_then(|v| v.to_str().ok()).expect("signed");
+        assert!(verify_signature("s3cret", signature, &r.body, Utc::now().timestamp(), 300), "the signature verifies");
+        let body: WebhookBody = serde_json::from_slice(&r.body).expect("documented body");
+        assert_eq!(body.version, "runwarden.alert.v1");
+        assert_eq!(
+            r.headers.get("x-runwarden-delivery").and_then(|v| v.to_str().ok()),
+            Some(body.delivery_id.as_str())
+        );
+        if r.answered == 200 {
+            assert_eq!(body.status, "firing");
+            assert_eq!(body.worker, "intel_aggregation_hourly");
+            assert_eq!(body.worker_type, "analytics");
+            by_key.insert(body.alert_key.clone(), body.delivery_id.clone());
+        }
+    }
+    let mut kinds: Vec<String> = by_key.keys().map(|k| k.rsplit('/').next().unwrap_or_default().to_owned()).collect();
+    kinds.sort();
+    assert!(kinds.contains(&"DURATION_SPIKE".to_owned()), "{kinds:?}");
+    // Retries carried the same delivery id as the attempt that finally got through.
+    let ids: std::collections::HashSet<&str> = by_key.values().map(String::as_str).collect();
+    for r in seen.iter().filter(|r| r.answered == 500) {
+        let body: WebhookBody = serde_json::from_slice(&r.body).expect("body");
+        assert!(ids.contains(body.delivery_id.as_str()), "a retry reuses its delivery id");
+    }
+
+    // Every attempt is on record, through the RPC.
+    let attempts = app
+        .query
+        .clone()
+        .list_alert_deliveries(ListAlertDeliveriesRequest { channel: "oncall".into(), limit: 100 })
+        .await
+        .expect("deliveries")
+        .into_inner()
+        .deliveries;
+    assert_eq!(attempts.len(), seen.len());
+    assert_eq!(attempts.iter().filter(|a| !a.ok && a.http_status == 500).count(), 3);
+    assert!(attempts.iter().filter(|a| a.ok).all(|a| a.http_status == 200 && a.state == "firing"));
+
+    // The next normal run resolves the spike: its resolution is delivered too.
+    app.submit(run("intel_aggregation_hourly", 5, 1000, Outcome::Success)).await.expect("stored");
+    passes_until(&app, || {
+        receiver.seen("/hook").iter().any(|r| {
+            serde_json::from_slice::<WebhookBody>(&r.body)
+                .is_ok_and(|b| b.status == "resolved" && b.kind == "DURATION_SPIKE" && r.answered == 200)
+        })
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_route_by_severity_and_worker() {
+    let receiver = Receiver::start(0).await;
+    let (critical, intel, slack) = (receiver.url("/critical"), receiver.url("/intel"), receiver.url("/slack"));
+    let app = spawn_app_with(TestDatabase::create(Backend::Sqlite).await, move |config| {
+        config.alerts.webhooks = vec![
+            webhook("critical_only", critical),
+            webhook("intel_only", intel),
+            WebhookConfig { name: "chat".into(), url: slack, secret: None, format: WebhookFormat::Slack },
+        ];
+        config.alerts.rules = vec![
+            Rule { channel: "critical_only".into(), min_severity: Some("CRITICAL".into()), ..Default::default() },
+            Rule { channel: "intel_only".into(), worker_prefix: Some("intel_".into()), ..Default::default() },
+        ];
+        fast_retries(&mut config.alerts);
+    })
+    .await;
+    spike(&app, "intel_aggregation_daily").await;
+    for i in 0..3 {
+        app.submit(run("coach_cleanup_worker", 300 - 100 * i, 1000, Outcome::Failed)).await.expect("stored");
+    }
+    let open = open_anomalies(&app).await;
+    let key = |a: &runwarden::proto::v1::Anomaly| {
+        let kind = runwarden::proto::v1::AnomalyKind::try_from(a.kind).expect("kind");
+        format!("{}/{}", a.worker_name, kind.as_str_name().trim_start_matches("ANOMALY_KIND_"))
+    };
+    let critical_severity = runwarden::proto::v1::Severity::Critical as i32;
+    let mut want_critical: Vec<String> = open.iter().filter(|a| a.severity == critical_severity).map(key).collect();
+    let mut want_intel: Vec<String> = open.iter().filter(|a| a.worker_name.starts_with("intel_")).map(key).collect();
+    want_critical.sort();
+    want_intel.sort();
+    assert!(!want_critical.is_empty() && !want_intel.is_empty() && want_critical != want_intel, "{open:?}");
+
+    let total = open.len();
+    passes_until(&app, || receiver.seen("/slack").len() >= total).await;
+    // Backfilled hourly runs also made the workers DOWN for a while: health alerts, left out here.
+    let keys = |path: &str| {
+        let mut keys: Vec<String> = receiver
+            .seen(path)
+            .iter()
+            .map(|r| serde_json::from_slice::<WebhookBody>(&r.body).expect("body").alert_key)
+            .filter(|k| !k.contains("/WORKER_"))
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys("/critical"), want_critical);
+    assert_eq!(keys("/intel"), want_intel);
+    // No rules: the chat channel gets everything, as Slack text.
+    let chat = receiver.seen("/slack");
+    assert!(chat.len() >= total);
+    for r in &chat {
+        let body: Value = serde_json::from_slice(&r.body).expect("json");
+        let text = body["text"].as_str().unwrap_or_default();
+        assert!(text.contains("[FIRING]") || text.contains("[RESOLVED]"), "{body}");
+        assert!(r.headers.get("x-runwarden-signature").is_none(), "no secret, no signature");
+    }
+    app.stop().await;
+}
+
+/// A real Alertmanager (Debian's prometheus-alertmanager) on a free port, routing everything
+/// to `receiver` at once.
+struct Alertmanager {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+}
+
+async fn start_alertmanager(receiver: &Receiver) -> Option<Alertmanager> {
+    let binary = ["/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager"]
+        .into_iter()
+        .find(|b| std::path::Path::new(b).exists());
+    let Some(binary) = binary else {
+        assert!(std::env::var("CI").is_err(), "CI must install prometheus-alertmanager");
+        eprintln!("skipping: prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)");
+        return None;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let config = format!(
+        "route:\n  receiver: test\n  group_by: ['alertname', 'worker']\n  group_wait: 100ms\n  group_interval: 1s\n  \
+         repeat_interval: 1h\nreceivers:\n  - name: test\n    webhook_configs:\n      - url: {}\n        \
+         send_resolved: true\n",
+        receiver.url("/am")
+    );
+    std::fs::write(dir.path().join("alertmanager.yml"), config).expect("config");
+    let port = free_port();
+    let child = std::process::Command::new(binary)
+        .arg(format!("--config.file={}", dir.path().join("alertmanager.yml").display()))
+        .arg(format!("--storage.path={}", dir.path().display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start alertmanager");
+    let url = format!("http://127.0.0.1:{port}");
+    let am = Alertmanager { child, url: url.clone(), _dir: dir };
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http.get(format!("{url}/-/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Some(am);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("alertmanager did not become ready");
+}
+
+/// The alerts of every notification Alertmanager sent the receiver.
+fn notified(receiver: &Receiver) -> Vec<(String, Value)> {
+    receiver
+        .seen("/am")
+        .iter()
+        .flat_map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            body["alerts"].as_array().cloned().unwrap_or_default().into_iter().map(|a| {
+                let status = a["status"].as_str().unwrap_or_default().to_owned();
+                (status, a)
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duration_spike_reaches_alertmanager_and_its_resolution_follows() {
+    let receiver = Receiver::start(0).await;
+    let Some(am) = start_alertmanager(&receiver).await else { return };
+    let url = am.url.clone();
+    let app = spawn_app_with(TestDatabase::create(Backend::Sqlite).await, move |config| {
+        config.alerts.alertmanager_url = Some(url);
+        config.alerts.dashboard_url = Some("https://runwarden.example".into());
+        config.alerts.rules =
+            vec![Rule { channel: "alertmanager".into(), kinds: vec!["DURATION_SPIKE".into()], ..Default::default() }];
+        fast_retries(&mut config.alerts);
+    })
+    .await;
+    app.workers
+        .clone()
+        .upsert_worker(runwarden::proto::v1::UpsertWorkerRequest {
+            worker_name: "clip_radar_recap_worker".into(),
+            owner: "media-team".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("owner");
+    spike(&app, "clip_radar_recap_worker").await;
+    let is_spike =
+        |a: &Value| a["labels"]["kind"] == "DURATION_SPIKE" && a["labels"]["worker"] == "clip_radar_recap_worker";
+    passes_until(&app, || notified(&receiver).iter().any(|(s, a)| s == "firing" && is_spike(a))).await;
+    let (_, alert) = notified(&receiver).into_iter().find(|(s, a)| s == "firing" && is_spike(a)).expect("firing");
+    assert_eq!(alert["labels"]["alertname"], "RunwardenDurationSpike");
+    assert_eq!(alert["labels"]["source"], "runwarden");
+    assert_eq!(alert["labels"]["owner"], "media-team");
+    assert_eq!(alert["labels"]["worker_type"], "analytics");
+    assert!(["warning", "critical"].contains(&alert["labels"]["severity"].as_str().unwrap_or_default()), "{alert}");
+    assert_eq!(alert["annotations"]["dashboard"], "https://runwarden.example/#/workers/clip_radar_recap_worker");
+    assert!(alert["annotations"]["evidence"].as_str().is_some_and(|e| e.contains("baseline_median")), "{alert}");
+    assert!(
+        notified(&receiver).iter().all(|(_, a)| a["labels"]["kind"] == "DURATION_SPIKE"),
+        "the rule keeps QUALITY_DROP away from Alertmanager"
+    );
+
+    app.submit(run("clip_radar_recap_worker", 5, 1000, Outcome::Success)).await.expect("stored");
+    passes_until(&app, || notified(&receiver).iter().any(|(s, a)| s == "resolved" && is_spike(a))).await;
+    app.stop().await;
+    drop(am);
+}
