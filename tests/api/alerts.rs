@@ -399,3 +399,39 @@ async fn a_duration_spike_reaches_alertmanager_and_its_resolution_follows() {
     app.stop().await;
     drop(am);
 }
+
+/// Two replicas on one PostgreSQL database run their senders at the same time: every change is
+/// delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_send_each_alert_once() {
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let receiver = Receiver::start(0).await;
+    let url = receiver.url("/hook");
+    let configure = move |config: &mut Config| {
+        config.alerts.webhooks = vec![webhook("oncall", url.clone())];
+        fast_retries(&mut config.alerts);
+    };
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let shared = db.url.clone();
+    let first = spawn_app_with(db, configure.clone()).await;
+    let second = spawn_app_with(TestDatabase::borrowed(&shared), configure).await;
+    spike(&first, "analytics_flush_worker").await;
+    for _ in 0..20 {
+        let (a, b) = tokio::join!(first.alerts.pass(), second.alerts.pass());
+        a.expect("pass");
+        b.expect("pass");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = receiver.seen("/hook");
+    let mut ids: Vec<String> =
+        seen.iter().map(|r| serde_json::from_slice::<WebhookBody>(&r.body).expect("body").delivery_id).collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert!(total >= 2, "the spike's alerts arrived: {total}");
+    assert_eq!(ids.len(), total, "no delivery was sent twice");
+    second.stop().await;
+    first.stop().await;
+}
