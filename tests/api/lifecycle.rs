@@ -71,10 +71,33 @@ pub(crate) fn start_binary(db: &TestDatabase) -> (Child, String) {
 }
 
 /// Submits continuously from 16 tasks, kills the server with `signal` mid-load, and checks that
-/// every acknowledged report is stored afterwards, exactly once.
+/// every acknowledged report is stored afterwards, exactly once. SIGKILL: five times in a row,
+/// each at a random moment, restarting on the same database each time.
 async fn kill_under_load(backend: Backend, signal: &str) {
     let db = TestDatabase::create(backend).await;
-    let (mut child, addr) = start_binary(&db);
+    let rounds = if signal == "-KILL" { 5 } else { 1 };
+    let mut acked = Vec::new();
+    for round in 0..rounds {
+        // A random moment between 0.3 and 1.5 s into the load.
+        let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 1200 / 255;
+        let delay = Duration::from_millis(300 + jitter);
+        let got = signal_under_load(&db, signal, delay).await;
+        eprintln!("round {round}: {} reports acked before {signal} at {delay:?}", got.len());
+        acked.extend(got);
+    }
+
+    let app = spawn_app_with(db, |_| {}).await;
+    let stored = app.all_execution_ids().await;
+    let stored_set: HashSet<&String> = stored.iter().collect();
+    assert_eq!(stored_set.len(), stored.len(), "nothing stored twice");
+    let missing: Vec<_> = acked.iter().filter(|id| !stored_set.contains(id)).collect();
+    assert!(missing.is_empty(), "{} of {} acked reports missing after {signal}", missing.len(), acked.len());
+}
+
+/// One round: starts the binary on `db`, loads it, sends `signal` after `delay`, and returns the
+/// acknowledged execution ids.
+async fn signal_under_load(db: &TestDatabase, signal: &str, delay: Duration) -> Vec<String> {
+    let (mut child, addr) = start_binary(db);
     let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -111,7 +134,7 @@ async fn kill_under_load(backend: Backend, signal: &str) {
         }));
     }
     // Let the load run, then stop the server while it is busy.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(delay).await;
     let before = acked.lock().expect("lock").len();
     assert!(before > 0, "the load generator got acknowledgements before the signal");
     let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
@@ -123,14 +146,7 @@ async fn kill_under_load(backend: Backend, signal: &str) {
     if signal == "-TERM" {
         assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
     }
-
-    let app = spawn_app_with(db, |_| {}).await;
-    let stored = app.all_execution_ids().await;
-    let stored_set: HashSet<&String> = stored.iter().collect();
-    assert_eq!(stored_set.len(), stored.len(), "nothing stored twice");
-    let acked = acked.lock().expect("lock").clone();
-    let missing: Vec<_> = acked.iter().filter(|id| !stored_set.contains(id)).collect();
-    assert!(missing.is_empty(), "{} of {} acked reports missing after {signal}", missing.len(), acked.len());
+    acked.lock().expect("lock").clone()
 }
 
 async fn sigterm_under_load_loses_no_acked_report(backend: Backend) {
