@@ -9,6 +9,7 @@ mod faces;
 mod guardian;
 mod helpers;
 mod lifecycle;
+mod outage;
 mod query;
 mod replicas;
 mod retention;
