@@ -408,16 +408,21 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
 }
 
 /// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's other implementations
-/// (Go, Java, C++) answer RESOURCE_EXHAUSTED, which is what clients retry and alert on.
+/// (Go, Java, C++) answer RESOURCE_EXHAUSTED, which is what clients retry and alert on. And it
+/// answers a request message that does not decode (garbage bytes, nesting beyond prost's
+/// recursion limit) with INTERNAL, which reads as our fault and invites retries: it is the
+/// client's, INVALID_ARGUMENT.
 fn too_large_is_resource_exhausted(mut response: GrpcResponse) -> GrpcResponse {
     let headers = response.headers_mut();
-    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
-    if too_large {
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    let message = headers.get("grpc-message").and_then(|m| m.to_str().ok()).map(|m| m.replace("%20", " "));
+    let status = headers.get("grpc-status").and_then(|s| s.to_str().ok()).unwrap_or_default();
+    let rewritten = match (status, message.as_deref()) {
+        ("11", Some(m)) if m.contains("message length too large") => Some("8"),
+        ("13", Some(m)) if m.starts_with("failed to decode Protobuf message") => Some("3"),
+        _ => None,
+    };
+    if let Some(code) = rewritten {
+        headers.insert("grpc-status", HeaderValue::from_static(code));
     }
     response
 }

@@ -8,6 +8,7 @@ mod exec;
 mod faces;
 mod guardian;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod outage;
 mod query;
