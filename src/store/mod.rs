@@ -186,6 +186,7 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         .max_connections(1)
         .min_connections(1)
         .acquire_timeout(options.connect_timeout)
+        .before_acquire(|conn, _| Box::pin(writer_is_clean(conn)))
         .connect_with(connect.clone())
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot open {url}: {e}"))))?;
@@ -203,6 +204,23 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         SqlxSqliteConnector::from_sqlx_sqlite_pool(readers)
     };
     Ok(Store { read, write, replica: new_replica_id(), listen: None })
+}
+
+/// Whether the writer connection is outside any transaction, as every write transaction must
+/// start. After some failures (SQLITE_FULL, SQLITE_IOERR) SQLite rolls a transaction back by
+/// itself; the ROLLBACK sqlx then sends fails and its transaction depth stays above zero, so the
+/// next BEGIN would become a SAVEPOINT and its COMMIT a RELEASE inside a transaction nobody
+/// commits: acknowledged but not durable. Such a connection is closed and a fresh one opened.
+async fn writer_is_clean(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    // A round trip first, so a rollback queued by a dropped transaction has run.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        metrics::counter!("runwarden_sqlite_writer_reopened_total").increment(1);
+        tracing::warn!("the SQLite writer connection was left inside a transaction; reopening it");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Store, DbErr> {

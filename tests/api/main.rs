@@ -4,6 +4,7 @@
 mod alerts;
 mod anomalies;
 mod batch;
+mod disk;
 mod exec;
 mod faces;
 mod guardian;
