@@ -7,6 +7,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod detector;
 pub mod domain;
 pub mod error;

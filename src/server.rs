@@ -9,7 +9,6 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Router,
     extract::{DefaultBodyLimit, Request},
-    response::IntoResponse,
     routing::get,
     serve::ListenerExt,
 };
@@ -194,7 +193,7 @@ impl App {
                     }
                 }),
             )
-            .route("/", get(index))
+            .merge(crate::dashboard::routes())
             .fallback(rest::not_found)
             .layer(cors())
             .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -389,19 +388,6 @@ fn spawn_health_probe(store: Store, health: HealthReporter, draining: watch::Rec
             }
         }
     })
-}
-
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
-        concat!(
-            "runwarden ",
-            env!("CARGO_PKG_VERSION"),
-            "\n\ngRPC (reflection enabled): runwarden.v1.ReportService, runwarden.v1.QueryService\n",
-            "REST: /api/v1/orchestrator/reports, /api/v1/orchestrator/workers\n",
-            "metrics: /metrics\n"
-        ),
-    )
 }
 
 /// A database URL without its password, for logs.
