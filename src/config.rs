@@ -55,6 +55,18 @@ pub enum Command {
     /// Write a consistent copy of the SQLite database to a new file while the server runs
     /// (`VACUUM INTO`); restore by putting the copy in place of the database with the server stopped.
     Backup(BackupArgs),
+    /// Fill an empty database with realistic demo histories (five workers, anomalies, a silent
+    /// worker, guardian streams) through the ingest path; refuses a database that has workers.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Days of history to invent, ending now (raw runs are kept 30 days).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub days: u32,
 }
 
 #[derive(Debug, Clone, Args)]

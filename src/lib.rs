@@ -8,6 +8,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod dashboard;
+pub mod demo;
 pub mod detector;
 pub mod domain;
 pub mod error;

@@ -3,6 +3,7 @@
 
 mod anomalies;
 mod batch;
+mod dashboard;
 mod exec;
 mod faces;
 mod guardian;
