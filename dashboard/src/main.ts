@@ -2,7 +2,7 @@
 // and what to show when the server is unreachable or asks for a token.
 
 import "./style.css";
-import { executions, health, onProblem, problem, setToken, token, type Problem } from "./api";
+import { executions, health, onProblem, problem, reportProblem, setToken, token, type Problem } from "./api";
 import { destroyDetached } from "./charts";
 import { fill, h } from "./dom";
 import { type Cleanup, type ViewContext } from "./ui";
@@ -110,10 +110,11 @@ function tokenForm(p: Problem): HTMLElement {
     const value = input.value.trim();
     if (!value) return;
     setToken(value);
-    // Start over with the token: the problem clears once a call succeeds.
+    // Start over with the token (clearing the problem redraws the view); a refusal comes back
+    // as "token-rejected" or "forbidden".
+    reportProblem(null);
     executions.restart();
     health.restart();
-    route();
   });
   queueMicrotask(() => input.focus());
   return form;
