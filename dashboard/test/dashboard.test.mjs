@@ -299,7 +299,10 @@ describe("problems", () => {
     const created = run(["token", "create", "--name", "dashboard-test", "--scope", "read", "--database", own.url]);
     const secret = created.trim().split("\n").pop().trim();
     assert.ok(secret.length >= 16, "token printed on the last line");
-    const guarded = await startServer(own);
+    // Assumed: a database with tokens makes the server require them. Should serving need a flag
+    // for that, pass it in $RUNWARDEN_AUTH_SERVE_ARGS (space-separated).
+    const extraArgs = (process.env.RUNWARDEN_AUTH_SERVE_ARGS ?? "").split(" ").filter(Boolean);
+    const guarded = await startServer(own, { extraArgs });
     const { page, context, requests } = await openPage(browser);
     try {
       await page.goto(guarded.url);
