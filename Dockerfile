@@ -13,14 +13,16 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY migrations/Cargo.toml migrations/Cargo.toml
 COPY proto proto
-RUN mkdir -p src migrations/src \
+RUN mkdir -p src migrations/src dashboard/dist \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs migrations/src/lib.rs \
  && cargo build --release --locked --bin runwarden \
  && rm -rf src migrations/src
 
 # The real sources. touch: their mtimes may be older than the placeholder build's outputs.
+# dashboard/dist is the committed web bundle build.rs embeds (no Node.js in the image build).
 COPY src src
+COPY dashboard/dist dashboard/dist
 COPY migrations/src migrations/src
 RUN touch src/main.rs src/lib.rs migrations/src/lib.rs \
  && cargo build --release --locked --bin runwarden \

@@ -1,7 +1,11 @@
 //! Compiles `proto/` with protox (pure Rust, no protoc), generates the tonic services, the
 //! pbjson serde impls for the REST shim, and writes the descriptor set that reflection serves.
+//! Also lists the dashboard's committed bundle (`dashboard/dist/`) for `src/dashboard.rs` to embed.
 
-use std::{env, fs, path::PathBuf};
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+};
 
 use prost::Message;
 
@@ -35,5 +39,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .preserve_proto_field_names()
         .emit_fields()
         .build(&[".runwarden"])?;
+
+    embed_dashboard(&out_dir)?;
+    Ok(())
+}
+
+/// Writes `dashboard_files.rs`: a `&[(path, bytes)]` of every file under `dashboard/dist/`
+/// (paths relative to it, '/'-separated, sorted), each embedded with `include_bytes!`.
+fn embed_dashboard(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=dashboard/dist");
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("dashboard").join("dist");
+    let mut files = Vec::new();
+    let mut pending = vec![root.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut table = String::from("&[\n");
+    for path in files {
+        let relative = path.strip_prefix(&root)?.to_string_lossy().replace('\\', "/");
+        table.push_str(&format!("    ({relative:?}, include_bytes!({:?}) as &[u8]),\n", path.display().to_string()));
+    }
+    table.push(']');
+    fs::write(out_dir.join("dashboard_files.rs"), table)?;
     Ok(())
 }

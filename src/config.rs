@@ -58,6 +58,18 @@ pub enum Command {
     /// Manage API tokens (scopes report:write, read, admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Fill an empty database with realistic demo histories (five workers, anomalies, a silent
+    /// worker, guardian streams) through the ingest path; refuses a database that has workers.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Days of history to invent, ending now (raw runs are kept 30 days).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub days: u32,
 }
 
 #[derive(Debug, Clone, Args)]

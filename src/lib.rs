@@ -9,6 +9,8 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod dashboard;
+pub mod demo;
 pub mod detector;
 pub mod domain;
 pub mod error;

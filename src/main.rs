@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
         Command::Token(TokenCommand::Create(args)) => token_create(&args).await,
         Command::Token(TokenCommand::List(args)) => token_list(&args).await,
         Command::Token(TokenCommand::Revoke(args)) => token_revoke(&args).await,
+        Command::Demo(args) => demo(&args).await,
         Command::Exec(_) => Ok(()),
     };
     match result {
@@ -66,6 +67,31 @@ async fn backup(args: &runwarden::config::BackupArgs) -> Result<(), String> {
     result?;
     let bytes = std::fs::metadata(&args.to).map(|m| m.len()).unwrap_or(0);
     println!("backed up to {} ({bytes} bytes) in {:.1}s", args.to.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn demo(args: &runwarden::config::DemoArgs) -> Result<(), String> {
+    let (url, options) = resolve_store(&args.database)?;
+    let store = Store::connect(&url, &options).await.map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let result = runwarden::demo::run(&store, args.days, chrono::Utc::now()).await.map_err(|e| e.to_string());
+    store.close().await;
+    let summary = result?;
+    println!(
+        "demo: {} workers, {} executions over {} days, {} streams, {} missed runs recorded ({:.1}s) in {}",
+        summary.workers,
+        summary.executions,
+        args.days,
+        summary.streams,
+        summary.missed_runs,
+        started.elapsed().as_secs_f64(),
+        runwarden::server::redact(&url)
+    );
+    println!(
+        "next: runwarden serve --database '{}', then open http://127.0.0.1:50051/",
+        runwarden::server::redact(&url)
+    );
     Ok(())
 }
 

@@ -221,7 +221,7 @@ impl App {
                 })
                 .layer(middleware::from_fn_with_state(auth.clone(), auth::metrics_guard)),
             )
-            .route("/", get(index))
+            .merge(crate::dashboard::routes())
             .fallback(rest::not_found)
             .layer(middleware::from_fn_with_state(config.limits.request_timeout, request_timeout))
             .layer(cors())
@@ -472,19 +472,6 @@ fn spawn_health_probe(store: Store, health: HealthReporter, draining: watch::Rec
             }
         }
     })
-}
-
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
-        concat!(
-            "runwarden ",
-            env!("CARGO_PKG_VERSION"),
-            "\n\ngRPC (reflection enabled): runwarden.v1.ReportService, runwarden.v1.QueryService\n",
-            "REST: /api/v1/orchestrator/reports, /api/v1/orchestrator/workers\n",
-            "metrics: /metrics\n"
-        ),
-    )
 }
 
 /// A database URL without its password, for logs.

@@ -4,6 +4,7 @@
 mod alerts;
 mod anomalies;
 mod batch;
+mod dashboard;
 mod disk;
 mod exec;
 mod faces;
