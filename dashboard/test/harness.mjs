@@ -72,7 +72,8 @@ export async function startServer(db, { guardianTick = 1, extraArgs = [] } = {})
   for (;;) {
     if (exited(proc)) throw new Error(`runwarden exited (${proc.exitCode ?? proc.signalCode}):\n${log}`);
     try {
-      const r = await fetch(`${url}/metrics`);
+      // The dashboard page is always open (/metrics needs a token once auth is on).
+      const r = await fetch(`${url}/`);
       if (r.ok) break;
     } catch {
       // not up yet
