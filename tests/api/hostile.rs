@@ -243,7 +243,7 @@ async fn ten_thousand_workers_in_one_minute(backend: Backend) {
         let page = app
             .query
             .clone()
-            .list_workers(ListWorkersRequest { limit: 500, page_token: token.clone(), ..Default::default() })
+            .list_workers(ListWorkersRequest { limit: 500, page_token: token.clone() })
             .await
             .expect("list")
             .into_inner();
