@@ -13,6 +13,7 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod outage;
+mod overload;
 mod query;
 mod replicas;
 mod retention;

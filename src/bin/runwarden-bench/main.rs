@@ -8,9 +8,12 @@
 //!   (a bare tonic echo server) and the storage (raw inserts), see `ingest.rs`.
 //! - `runwarden-bench guardian [--streams 100000 --heartbeats 5000]`: tick duration, heartbeat
 //!   latency and ingest with and without heartbeats, see `guardian.rs`.
+//! - `runwarden-bench soak [--seconds 600 --slice 60] [--check]`: half of the measured capacity
+//!   with heartbeats and watches, per-slice throughput, p99, RSS and errors, see `soak.rs`.
 
 mod guardian;
 mod ingest;
+mod soak;
 
 use std::time::{Duration, Instant};
 
@@ -73,13 +76,17 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
-    /// Unary ingest at 64 in flight for a long time, sampling throughput, p99 and RSS.
+    /// Half of the measured capacity for a long time, with heartbeats and watches, sampling
+    /// throughput, p99, RSS and errors (see `soak.rs`).
     Soak {
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 600)]
         seconds: u64,
         /// Length of each sample.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 60)]
         slice: u64,
+        /// Exit 1 unless the run was steady (zero errors, rate, p99, RSS).
+        #[arg(long)]
+        check: bool,
     },
     /// The stream guardian at scale: tick duration over many streams, heartbeat latency, and
     /// ingest with and without a heartbeat load.
@@ -525,32 +532,6 @@ async fn ingest_at_scale(rows: u64, seconds: u64) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-async fn soak(seconds: u64, slice: u64) {
-    use ingest::{ServerProcess, Shape, measure};
-    let dir = tempfile_dir();
-    let url = format!("sqlite://{}/soak.db?mode=rwc", dir.display());
-    let server = ServerProcess::start(
-        &runwarden_binary(),
-        &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url],
-    );
-    println!("| minute | reports/s | p99 ms | server RSS MB |");
-    println!("|---|---|---|---|");
-    let started = Instant::now();
-    while started.elapsed().as_secs() < seconds {
-        let run = measure("soak", &server, Shape::Unary, 64, Duration::from_secs(slice)).await;
-        println!(
-            "| {:.1} | {:.0} | {} | {:.1} |",
-            started.elapsed().as_secs_f64() / 60.0,
-            run.rate(),
-            ms(run.quantile(0.99)),
-            server.rss_mb()
-        );
-    }
-    println!("peak RSS {:.1} MB", server.peak_rss_mb());
-    server.stop();
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
@@ -560,7 +541,11 @@ async fn main() {
         Bench::Ingest { quick, postgres } => ingest_bench(quick, postgres).await,
         Bench::EchoServer { listen } => ingest::serve_echo(listen).await,
         Bench::IngestAtScale { rows, seconds } => ingest_at_scale(rows, seconds).await,
-        Bench::Soak { seconds, slice } => soak(seconds, slice).await,
+        Bench::Soak { seconds, slice, check } => {
+            if !soak::run(&runwarden_binary(), seconds, slice, check).await {
+                std::process::exit(1);
+            }
+        }
         Bench::Guardian { streams, heartbeats, seconds, tick_seconds } => {
             guardian::run(streams, heartbeats, seconds, tick_seconds).await;
         }

@@ -1,0 +1,213 @@
+//! `runwarden-bench soak`: a long run at half of the capacity measured first, in the same run,
+//! with streams heartbeating and live watches open, sampled per slice: reports/s, p99, server
+//! RSS and errors. `--check` turns the verdict into the exit code: zero errors, every slice
+//! within 10 % of the target rate, p99 of the last slice at most 3x the median slice's, RSS
+//! growth after the first slice under 25 %. CI runs a 60-second version with `--check`.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use runwarden::proto::v1::{
+    HeartbeatRequest, OpenStreamRequest, SubmitReportRequest, WatchExecutionsRequest, WatchHealthRequest,
+    guardian_service_client::GuardianServiceClient, query_service_client::QueryServiceClient,
+    report_service_client::ReportServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::ingest::{ServerProcess, Shape, measure, sample_report};
+
+/// Paced senders sharing the target rate.
+const SENDERS: u64 = 32;
+const STREAMS: usize = 200;
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Slice {
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+pub async fn run(binary: &str, seconds: u64, slice: u64, check: bool) -> bool {
+    let dir = std::env::temp_dir().join(format!("runwarden-soak-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}/soak.db?mode=rwc", dir.display());
+    let server =
+        ServerProcess::start(binary, &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
+    let capacity = measure("capacity", &server, Shape::Unary, 64, Duration::from_secs(10)).await.rate();
+    let target = capacity / 2.0;
+    println!("capacity {capacity:.0} reports/s (unary, 64 in flight, 10 s); soaking at {target:.0}/s for {seconds} s");
+
+    let channel =
+        Channel::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await.expect("connect");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background_errors = Arc::new(AtomicU64::new(0));
+    let watched = Arc::new(AtomicU64::new(0));
+    let mut background = Vec::new();
+    // Streams that heartbeat, and watches that read.
+    let mut guardian = GuardianServiceClient::new(channel.clone());
+    let mut ids = Vec::with_capacity(STREAMS);
+    for i in 0..STREAMS {
+        let request =
+            OpenStreamRequest { stream_type: "generation".into(), owner: format!("soak-{i}"), ..Default::default() };
+        ids.push(guardian.open_stream(request).await.expect("open stream").into_inner().stream_id);
+    }
+    {
+        let (mut guardian, stop, errors) = (guardian.clone(), stop.clone(), background_errors.clone());
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                for id in &ids {
+                    if guardian.heartbeat(HeartbeatRequest { stream_id: id.clone() }).await.is_err() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..4 {
+        let (mut query, stop, watched) = (QueryServiceClient::new(channel.clone()), stop.clone(), watched.clone());
+        background.push(tokio::spawn(async move {
+            let Ok(response) = query.watch_executions(WatchExecutionsRequest::default()).await else { return };
+            let mut stream = response.into_inner();
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+                    Ok(Some(Ok(_))) => {
+                        watched.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => return,
+                    Err(_) => {}
+                }
+            }
+        }));
+    }
+    {
+        let (mut guardian, stop) = (guardian.clone(), stop.clone());
+        background.push(tokio::spawn(async move {
+            let Ok(response) = guardian.watch_health(WatchHealthRequest::default()).await else { return };
+            let mut stream = response.into_inner();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+            }
+        }));
+    }
+
+    // Paced senders.
+    let current = Arc::new(Mutex::new(Slice::default()));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let per_sender = Duration::from_secs_f64(SENDERS as f64 / target.max(1.0));
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let mut client = ReportServiceClient::new(channel.clone());
+        let current = current.clone();
+        senders.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(per_sender);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut i = (s + 1) * 10_000_000_000;
+            while Instant::now() < deadline {
+                tick.tick().await;
+                i += 1;
+                let call = Instant::now();
+                let result = client.submit_report(SubmitReportRequest { report: Some(sample_report(i)) }).await;
+                let took = call.elapsed();
+                if let Ok(mut slice) = current.lock() {
+                    match result {
+                        Ok(_) => slice.latencies.push(took),
+                        Err(_) => slice.errors += 1,
+                    }
+                }
+            }
+        }));
+    }
+
+    println!("| second | reports/s | p50 ms | p99 ms | errors | server RSS MB |");
+    println!("|---|---|---|---|---|---|");
+    let mut rows: Vec<(f64, Duration, u64, f64)> = Vec::new();
+    let mut slice_start = Instant::now();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(slice).min(deadline.saturating_duration_since(Instant::now()))).await;
+        let taken = std::mem::take(&mut *current.lock().expect("lock"));
+        let elapsed = slice_start.elapsed().as_secs_f64();
+        slice_start = Instant::now();
+        let mut latencies = taken.latencies;
+        latencies.sort_unstable();
+        let quantile =
+            |q: f64| latencies.get(((latencies.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or_default();
+        let rate = latencies.len() as f64 / elapsed;
+        let rss = server.rss_mb();
+        println!(
+            "| {:.0} | {rate:.0} | {:.2} | {:.2} | {} | {rss:.1} |",
+            started.elapsed().as_secs_f64(),
+            quantile(0.5).as_secs_f64() * 1000.0,
+            quantile(0.99).as_secs_f64() * 1000.0,
+            taken.errors,
+        );
+        rows.push((rate, quantile(0.99), taken.errors, rss));
+    }
+    for sender in senders {
+        let _ = sender.await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in background {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    let background_errors = background_errors.load(Ordering::Relaxed);
+    println!(
+        "peak RSS {:.1} MB; {} executions seen by the watches; {background_errors} heartbeat errors",
+        server.peak_rss_mb(),
+        watched.load(Ordering::Relaxed)
+    );
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    verdict(&rows, target, background_errors, check)
+}
+
+/// Prints (and with `check`, enforces) the steadiness criteria of the module docs. The last
+/// slice may be short, so it is judged on errors and p99 only.
+fn verdict(rows: &[(f64, Duration, u64, f64)], target: f64, background_errors: u64, check: bool) -> bool {
+    if rows.len() < 2 {
+        println!("verdict: too short to judge");
+        return !check;
+    }
+    let full = &rows[..rows.len() - 1];
+    let errors: u64 = rows.iter().map(|r| r.2).sum::<u64>() + background_errors;
+    let slowest_rate = full.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+    let mut p99s: Vec<Duration> = rows.iter().map(|r| r.1).collect();
+    p99s.sort_unstable();
+    let median_p99 = p99s[p99s.len() / 2];
+    let last_p99 = rows[rows.len() - 1].1;
+    let rss_first = rows[0].3;
+    let rss_max = rows.iter().map(|r| r.3).fold(0.0, f64::max);
+    let growth = if rss_first > 0.0 { rss_max / rss_first - 1.0 } else { 0.0 };
+    let checks = [
+        ("zero errors", errors == 0, format!("{errors}")),
+        (
+            "every slice within 10 % of the target rate",
+            slowest_rate >= 0.9 * target,
+            format!("slowest {slowest_rate:.0}/s vs {target:.0}/s"),
+        ),
+        (
+            "last p99 at most 3x the median p99",
+            last_p99 <= median_p99 * 3,
+            format!("{:.2} ms vs {:.2} ms", last_p99.as_secs_f64() * 1000.0, median_p99.as_secs_f64() * 1000.0),
+        ),
+        (
+            "RSS growth under 25 %",
+            growth < 0.25,
+            format!("{rss_first:.1} -> {rss_max:.1} MB ({:+.0} %)", growth * 100.0),
+        ),
+    ];
+    let mut ok = true;
+    for (name, passed, detail) in checks {
+        println!("{} {name}: {detail}", if passed { "ok  " } else { "FAIL" });
+        ok &= passed;
+    }
+    !check || ok
+}
