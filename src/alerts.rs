@@ -189,17 +189,73 @@ impl Alerts {
         Ok(pass)
     }
 
+    /// The rules in force: the config file's, then those added through the AdminService.
+    pub async fn rules(&self) -> Result<Vec<Rule>, Error> {
+        let mut rules = self.config.rules.clone();
+        rules.extend(alerts::rules(self.store.reader()).await?.iter().map(alerts::rule_of));
+        Ok(rules)
+    }
+
+    pub fn config(&self) -> &AlertsConfig {
+        &self.config
+    }
+
+    /// Every rule with its id (`None` for the config file's).
+    pub async fn list_rules(&self) -> Result<Vec<(Option<i64>, Rule)>, Error> {
+        let mut rules: Vec<_> = self.config.rules.iter().cloned().map(|r| (None, r)).collect();
+        rules.extend(alerts::rules(self.store.reader()).await?.iter().map(|row| (Some(row.id), alerts::rule_of(row))));
+        Ok(rules)
+    }
+
+    /// Adds a rule after checking it; errors name the field.
+    pub async fn add_rule(&self, rule: Rule) -> Result<i64, Error> {
+        rule.validate().map_err(|e| {
+            let (field, why) = e.split_once(": ").unwrap_or(("rule", e.as_str()));
+            Error::invalid(field, why)
+        })?;
+        if !self.config.channels().contains(&rule.channel) {
+            return Err(Error::invalid(
+                "channel",
+                format!("{:?} is neither alertmanager (if configured) nor a configured webhook", rule.channel),
+            ));
+        }
+        let txn = self.store.begin_write().await?;
+        let row = alerts::insert_rule(&txn, &rule, to_micros(self.clock.now())).await?;
+        txn.commit().await?;
+        tracing::info!(rule_id = row.id, channel = %rule.channel, "alert rule added");
+        Ok(row.id)
+    }
+
+    pub async fn delete_rule(&self, id: i64) -> Result<(), Error> {
+        let txn = self.store.begin_write().await?;
+        let found = alerts::delete_rule(&txn, id).await?;
+        txn.commit().await?;
+        if !found {
+            return Err(Error::NotFound(format!(
+                "no alert rule {id} (rules from the config file cannot be deleted here)"
+            )));
+        }
+        tracing::info!(rule_id = id, "alert rule deleted");
+        Ok(())
+    }
+
     async fn fan_out(&self) -> Result<usize, Error> {
         let channels = self.config.channels();
         let now = self.clock.now();
         let rows = alerts::unfanned(self.store.reader(), 500).await?;
+        let rules = if rows.is_empty() { Vec::new() } else { self.rules().await? };
         for row in &rows {
             let targets: Vec<String> = if row.state == AlertState::Resolved.as_str() {
                 alerts::channels_of_firing(self.store.reader(), row).await?
             } else {
                 let event = alerts::event_of(row);
                 let at = crate::store::from_micros(row.created_at_us);
-                channels.iter().filter(|c| alerting::channel_gets(c, &self.config.rules, &event, at)).cloned().collect()
+                let occurrences = u32::try_from(row.occurrences).unwrap_or(1);
+                channels
+                    .iter()
+                    .filter(|c| alerting::channel_gets(c, &rules, &event, at, occurrences))
+                    .cloned()
+                    .collect()
             };
             let txn = self.store.begin_write().await?;
             alerts::fan_out(&txn, row, &targets, to_micros(now)).await?;
@@ -362,13 +418,15 @@ impl Alerts {
         if !due {
             return Ok(0);
         }
-        // Only what was routed to Alertmanager (rules apply) and has been delivered there once.
+        // Only what was routed to Alertmanager (rules apply).
         let firing = alerts::firing(self.store.reader()).await?;
+        let rules = self.rules().await?;
         let mut batch = Vec::new();
         for row in &firing {
             let event = alerts::event_of(row);
             let at = crate::store::from_micros(row.created_at_us);
-            if alerting::channel_gets(ALERTMANAGER, &self.config.rules, &event, at) {
+            let occurrences = u32::try_from(row.occurrences).unwrap_or(1);
+            if alerting::channel_gets(ALERTMANAGER, &rules, &event, at, occurrences) {
                 let worker = self.worker_context(&row.worker_name).await;
                 batch.push(alerting::alertmanager_alert(
                     &event,

@@ -152,7 +152,7 @@ impl App {
         let query = QueryApi::new(services.clone());
         let guardian_api = GuardianApi::new(guardian.clone(), services.ingest.clone());
         let worker_api = WorkerApi::new(services.clone());
-        let admin_api = AdminApi::new(auth.clone());
+        let admin_api = AdminApi::new(auth.clone(), alerts.clone());
         let exported = services.clone();
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -13,6 +13,7 @@ mod m20261128_000006_worker_schedules;
 mod m20261128_000007_stream_tick_indexes;
 mod m20261128_000008_api_tokens;
 mod m20261128_000009_alerts;
+mod m20261128_000010_alert_rules;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000007_stream_tick_indexes::Migration),
             Box::new(m20261128_000008_api_tokens::Migration),
             Box::new(m20261128_000009_alerts::Migration),
+            Box::new(m20261128_000010_alert_rules::Migration),
         ]
     }
 }

@@ -8,13 +8,15 @@ use tonic::{Request, Response, Status};
 use super::observe;
 use crate::{
     auth::Auth,
+    domain::alerting::Rule,
     domain::{
         access::{Scope, parse_lifetime},
         validation::to_timestamp,
     },
     error::Error,
     proto::v1::{
-        ApiToken, CreateTokenRequest, CreateTokenResponse, ListTokensRequest, ListTokensResponse, RevokeTokenRequest,
+        AlertRule, ApiToken, CreateTokenRequest, CreateTokenResponse, DeleteAlertRuleRequest, DeleteAlertRuleResponse,
+        ListAlertRulesRequest, ListAlertRulesResponse, ListTokensRequest, ListTokensResponse, RevokeTokenRequest,
         TokenScope, admin_service_server::AdminService,
     },
     store::{from_micros, tokens::TokenRow},
@@ -23,11 +25,45 @@ use crate::{
 #[derive(Clone)]
 pub struct AdminApi {
     auth: Arc<Auth>,
+    alerts: Arc<crate::alerts::Alerts>,
 }
 
 impl AdminApi {
-    pub fn new(auth: Arc<Auth>) -> Self {
-        AdminApi { auth }
+    pub fn new(auth: Arc<Auth>, alerts: Arc<crate::alerts::Alerts>) -> Self {
+        AdminApi { auth, alerts }
+    }
+
+    pub async fn list_alert_rules(&self) -> Result<ListAlertRulesResponse, Error> {
+        observe("ListAlertRules", async {
+            let rules = self.alerts.list_rules().await?;
+            Ok(ListAlertRulesResponse { rules: rules.into_iter().map(|(id, r)| rule_message(id, r)).collect() })
+        })
+        .await
+    }
+
+    pub async fn create_alert_rule(&self, request: AlertRule) -> Result<AlertRule, Error> {
+        observe("CreateAlertRule", async {
+            let optional = |s: String| Some(s).filter(|s| !s.trim().is_empty());
+            let rule = Rule {
+                channel: request.channel,
+                min_severity: optional(request.min_severity),
+                kinds: request.kinds,
+                worker_prefix: optional(request.worker_prefix),
+                quiet_hours: optional(request.quiet_hours),
+                after_consecutive: Some(request.after_consecutive).filter(|n| *n > 1),
+            };
+            let id = self.alerts.add_rule(rule.clone()).await?;
+            Ok(rule_message(Some(id), rule))
+        })
+        .await
+    }
+
+    pub async fn delete_alert_rule(&self, request: DeleteAlertRuleRequest) -> Result<DeleteAlertRuleResponse, Error> {
+        observe("DeleteAlertRule", async {
+            self.alerts.delete_rule(request.id).await?;
+            Ok(DeleteAlertRuleResponse {})
+        })
+        .await
     }
 
     pub async fn create_token(&self, request: CreateTokenRequest) -> Result<CreateTokenResponse, Error> {
@@ -68,6 +104,19 @@ impl AdminApi {
     }
 }
 
+fn rule_message(id: Option<i64>, rule: Rule) -> AlertRule {
+    AlertRule {
+        id: id.unwrap_or(0),
+        channel: rule.channel,
+        min_severity: rule.min_severity.unwrap_or_default(),
+        kinds: rule.kinds,
+        worker_prefix: rule.worker_prefix.unwrap_or_default(),
+        quiet_hours: rule.quiet_hours.unwrap_or_default(),
+        after_consecutive: rule.after_consecutive.unwrap_or(1),
+        source: if id.is_some() { "admin" } else { "config" }.to_owned(),
+    }
+}
+
 /// A stored token as the contract shows it (never with its secret or hash).
 pub fn token_message(row: &TokenRow) -> ApiToken {
     let scope = match row.scope.parse::<Scope>() {
@@ -102,5 +151,23 @@ impl AdminService for AdminApi {
 
     async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<ApiToken>, Status> {
         Ok(Response::new(AdminApi::revoke_token(self, request.into_inner()).await?))
+    }
+
+    async fn list_alert_rules(
+        &self,
+        _: Request<ListAlertRulesRequest>,
+    ) -> Result<Response<ListAlertRulesResponse>, Status> {
+        Ok(Response::new(AdminApi::list_alert_rules(self).await?))
+    }
+
+    async fn create_alert_rule(&self, request: Request<AlertRule>) -> Result<Response<AlertRule>, Status> {
+        Ok(Response::new(AdminApi::create_alert_rule(self, request.into_inner()).await?))
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        request: Request<DeleteAlertRuleRequest>,
+    ) -> Result<Response<DeleteAlertRuleResponse>, Status> {
+        Ok(Response::new(AdminApi::delete_alert_rule(self, request.into_inner()).await?))
     }
 }

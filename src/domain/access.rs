@@ -96,6 +96,9 @@ pub const POLICY: &[(&str, &str, Scope)] = &[
     ("runwarden.v1.AdminService", "CreateToken", Scope::Admin),
     ("runwarden.v1.AdminService", "ListTokens", Scope::Admin),
     ("runwarden.v1.AdminService", "RevokeToken", Scope::Admin),
+    ("runwarden.v1.AdminService", "ListAlertRules", Scope::Admin),
+    ("runwarden.v1.AdminService", "CreateAlertRule", Scope::Admin),
+    ("runwarden.v1.AdminService", "DeleteAlertRule", Scope::Admin),
 ];
 
 /// What the gRPC call at `path` (`/package.Service/Method`) needs.

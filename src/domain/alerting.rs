@@ -138,6 +138,10 @@ pub struct Rule {
     /// does not either, since only what was sent is resolved).
     #[serde(default)]
     pub quiet_hours: Option<String>,
+    /// Only once the condition was observed this many times in a row while firing (each
+    /// anomalous run, each missed slot, each guardian tick over its threshold). Default 1.
+    #[serde(default)]
+    pub after_consecutive: Option<u32>,
 }
 
 impl Rule {
@@ -154,10 +158,18 @@ impl Rule {
         if self.channel.is_empty() {
             return Err("channel: must name alertmanager or a webhook".into());
         }
+        if let Some(kind) = self.kinds.iter().find(|k| k.is_empty() || k.len() > 64) {
+            return Err(format!("kinds: {kind:?} is not an alert kind"));
+        }
+        if self.after_consecutive.is_some_and(|n| !(1..=1000).contains(&n)) {
+            return Err("after_consecutive: must be between 1 and 1000".into());
+        }
         Ok(())
     }
 
-    pub fn matches(&self, event: &AlertEvent, at: DateTime<Utc>) -> bool {
+    /// Whether the rule takes `event`, which fired at `at` and has been observed `occurrences`
+    /// times in a row.
+    pub fn matches(&self, event: &AlertEvent, at: DateTime<Utc>, occurrences: u32) -> bool {
         let severity_ok =
             self.min_severity.as_deref().is_none_or(|min| severity_rank(&event.severity) >= severity_rank(min));
         let kind_ok = self.kinds.is_empty() || self.kinds.iter().any(|k| k.eq_ignore_ascii_case(&event.kind));
@@ -167,15 +179,16 @@ impl Rule {
             .as_deref()
             .and_then(|q| parse_quiet_hours(q).ok())
             .is_some_and(|(from, to)| in_window(at.hour() * 60 + at.minute(), from, to));
-        severity_ok && kind_ok && worker_ok && !quiet
+        let often_enough = occurrences >= self.after_consecutive.unwrap_or(1);
+        severity_ok && kind_ok && worker_ok && !quiet && often_enough
     }
 }
 
 /// Whether a channel with `rules` (all rules of every channel; only this channel's count)
-/// gets `event`.
-pub fn channel_gets(channel: &str, rules: &[Rule], event: &AlertEvent, at: DateTime<Utc>) -> bool {
+/// gets `event`, observed `occurrences` times in a row.
+pub fn channel_gets(channel: &str, rules: &[Rule], event: &AlertEvent, at: DateTime<Utc>, occurrences: u32) -> bool {
     let mut own = rules.iter().filter(|r| r.channel == channel).peekable();
-    own.peek().is_none() || own.any(|r| r.matches(event, at))
+    own.peek().is_none() || own.any(|r| r.matches(event, at, occurrences))
 }
 
 /// `HH:MM-HH:MM` as minutes of the day.
@@ -385,13 +398,17 @@ mod tests {
             },
             Rule { channel: "night".into(), quiet_hours: Some("22:00-07:00".into()), ..Default::default() },
         ];
-        assert!(channel_gets("oncall", &rules, &spike("a", "CRITICAL"), at(12, 0)));
-        assert!(channel_gets("oncall", &rules, &spike("intel_x", "WARNING"), at(12, 0)));
-        assert!(!channel_gets("oncall", &rules, &spike("other", "WARNING"), at(12, 0)));
-        assert!(channel_gets("everything", &rules, &spike("other", "INFO"), at(12, 0)), "no rules: everything");
-        assert!(!channel_gets("night", &rules, &spike("a", "CRITICAL"), at(23, 30)));
-        assert!(!channel_gets("night", &rules, &spike("a", "CRITICAL"), at(3, 0)));
-        assert!(channel_gets("night", &rules, &spike("a", "CRITICAL"), at(7, 0)));
+        assert!(channel_gets("oncall", &rules, &spike("a", "CRITICAL"), at(12, 0), 1));
+        assert!(channel_gets("oncall", &rules, &spike("intel_x", "WARNING"), at(12, 0), 1));
+        assert!(!channel_gets("oncall", &rules, &spike("other", "WARNING"), at(12, 0), 1));
+        assert!(channel_gets("everything", &rules, &spike("other", "INFO"), at(12, 0), 1), "no rules: everything");
+        assert!(!channel_gets("night", &rules, &spike("a", "CRITICAL"), at(23, 30), 1));
+        assert!(!channel_gets("night", &rules, &spike("a", "CRITICAL"), at(3, 0), 1));
+        assert!(channel_gets("night", &rules, &spike("a", "CRITICAL"), at(7, 0), 1));
+        let patient = [Rule { channel: "slow".into(), after_consecutive: Some(3), ..Default::default() }];
+        assert!(!channel_gets("slow", &patient, &spike("a", "CRITICAL"), at(12, 0), 2));
+        assert!(channel_gets("slow", &patient, &spike("a", "CRITICAL"), at(12, 0), 3));
+        assert!(Rule { channel: "x".into(), after_consecutive: Some(0), ..Default::default() }.validate().is_err());
         assert!(
             Rule { channel: "x".into(), quiet_hours: Some("25:00-01:00".into()), ..Default::default() }
                 .validate()

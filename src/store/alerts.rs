@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Expr,
 };
 
 use super::anomalies::{NewAnomaly, evidence_value};
@@ -49,11 +49,18 @@ pub async fn record(db: &impl ConnectionTrait, events: &[AlertEvent], now_us: i6
     let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
     let mut current = latest(db, &keys).await?;
     let mut rows = Vec::new();
+    let mut again: HashMap<i64, i32> = HashMap::new();
     for event in events {
         let last = current.get(&event.key);
         let firing = last.is_some_and(|r| r.state == AlertState::Firing.as_str());
         let (severity, starts_at_us) = match (event.state, last) {
-            (AlertState::Firing, _) if firing => continue,
+            // Observed again while firing: one more in a row (rules may wait for N).
+            (AlertState::Firing, Some(last)) if firing => {
+                if last.id > 0 {
+                    *again.entry(last.id).or_insert(0) += 1;
+                }
+                continue;
+            }
             (AlertState::Resolved, _) if !firing => continue,
             (AlertState::Resolved, Some(last)) => (last.severity.clone(), last.starts_at_us),
             _ => (event.severity.clone(), to_micros(event.starts_at)),
@@ -71,9 +78,18 @@ pub async fn record(db: &impl ConnectionTrait, events: &[AlertEvent], now_us: i6
             ends_at_us: event.ends_at.map(to_micros),
             created_at_us: now_us,
             fanned_out: false,
+            occurrences: 1,
         };
         current.insert(event.key.clone(), row.clone());
         rows.push(row);
+    }
+    for (id, more) in again {
+        alert_outbox::Entity::update_many()
+            .col_expr(alert_outbox::Column::Occurrences, Expr::col(alert_outbox::Column::Occurrences).add(more))
+            .col_expr(alert_outbox::Column::FannedOut, Expr::value(false))
+            .filter(alert_outbox::Column::Id.eq(id))
+            .exec(db)
+            .await?;
     }
     let written = rows.len();
     for chunk in rows.chunks(100) {
@@ -91,6 +107,7 @@ pub async fn record(db: &impl ConnectionTrait, events: &[AlertEvent], now_us: i6
                 ends_at_us: Set(r.ends_at_us),
                 created_at_us: Set(r.created_at_us),
                 fanned_out: Set(false),
+                occurrences: Set(1),
                 ..Default::default()
             })
             .collect();
@@ -139,19 +156,27 @@ pub async fn channels_of_firing(db: &impl ConnectionTrait, resolved: &OutboxRow)
     Ok(sends.into_iter().map(|s| s.channel).collect())
 }
 
-/// Creates the sends of `row` and marks it fanned out.
+/// Creates the sends of `row` to the `channels` it has none for yet, and marks it fanned out.
 pub async fn fan_out(
     db: &impl ConnectionTrait,
     row: &OutboxRow,
     channels: &[String],
     now_us: i64,
 ) -> Result<(), DbErr> {
+    let existing: Vec<String> = alert_sends::Entity::find()
+        .filter(alert_sends::Column::OutboxId.eq(row.id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|s| s.channel)
+        .collect();
+    let channels: Vec<&String> = channels.iter().filter(|c| !existing.contains(c)).collect();
     if !channels.is_empty() {
         let sends: Vec<_> = channels
             .iter()
             .map(|channel| alert_sends::ActiveModel {
                 outbox_id: Set(row.id),
-                channel: Set(channel.clone()),
+                channel: Set((*channel).clone()),
                 delivery_id: Set(uuid::Uuid::new_v4().to_string()),
                 state: Set("pending".into()),
                 attempts: Set(0),
@@ -352,4 +377,50 @@ pub fn events_of(
         ));
     }
     events
+}
+
+pub use super::entities::alert_rules::Model as RuleRow;
+
+/// The rules added through the AdminService, oldest first.
+pub async fn rules(db: &impl ConnectionTrait) -> Result<Vec<RuleRow>, DbErr> {
+    use super::entities::alert_rules;
+    alert_rules::Entity::find().order_by_asc(alert_rules::Column::Id).all(db).await
+}
+
+pub async fn insert_rule(
+    db: &impl ConnectionTrait,
+    rule: &crate::domain::alerting::Rule,
+    now_us: i64,
+) -> Result<RuleRow, DbErr> {
+    use super::entities::alert_rules;
+    alert_rules::ActiveModel {
+        channel: Set(rule.channel.clone()),
+        min_severity: Set(rule.min_severity.clone()),
+        kinds: Set(serde_json::to_string(&rule.kinds).unwrap_or_else(|_| "[]".into())),
+        worker_prefix: Set(rule.worker_prefix.clone()),
+        quiet_hours: Set(rule.quiet_hours.clone()),
+        after_consecutive: Set(rule.after_consecutive.map(|n| i32::try_from(n).unwrap_or(i32::MAX))),
+        created_at_us: Set(now_us),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+}
+
+/// Deletes the rule; whether it existed.
+pub async fn delete_rule(db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
+    use super::entities::alert_rules;
+    Ok(alert_rules::Entity::delete_by_id(id).exec(db).await?.rows_affected > 0)
+}
+
+/// A stored rule as the domain type.
+pub fn rule_of(row: &RuleRow) -> crate::domain::alerting::Rule {
+    crate::domain::alerting::Rule {
+        channel: row.channel.clone(),
+        min_severity: row.min_severity.clone(),
+        kinds: serde_json::from_str(&row.kinds).unwrap_or_default(),
+        worker_prefix: row.worker_prefix.clone(),
+        quiet_hours: row.quiet_hours.clone(),
+        after_consecutive: row.after_consecutive.and_then(|n| u32::try_from(n).ok()),
+    }
 }

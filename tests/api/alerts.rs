@@ -435,3 +435,81 @@ async fn two_replicas_send_each_alert_once() {
     second.stop().await;
     first.stop().await;
 }
+
+/// Rules added over the AdminService apply on the next pass; a rule with `after_consecutive`
+/// waits until the condition was seen that many times in a row (here: guardian ticks over the
+/// orphaned-streams threshold), and a channel never gets the same change twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_rules_and_after_consecutive() {
+    use runwarden::proto::v1::{
+        AlertRule, DeleteAlertRuleRequest, ListAlertRulesRequest, OpenStreamRequest,
+        admin_service_client::AdminServiceClient, guardian_service_client::GuardianServiceClient,
+    };
+    let receiver = Receiver::start(0).await;
+    let (patient, eager) = (receiver.url("/patient"), receiver.url("/eager"));
+    let clock = crate::helpers::ManualClock::starting_now();
+    let app = crate::helpers::spawn_app_with_clock(
+        TestDatabase::create(Backend::Sqlite).await,
+        move |config| {
+            config.alerts.webhooks = vec![webhook("patient", patient), webhook("eager", eager)];
+            config.guardian.tick_interval = Duration::from_secs(1);
+            fast_retries(&mut config.alerts);
+        },
+        clock.clone(),
+    )
+    .await;
+    let mut admin = AdminServiceClient::new(app.channel.clone());
+    for (rule, field) in [
+        (AlertRule { channel: "nowhere".into(), ..Default::default() }, "channel"),
+        (
+            AlertRule { channel: "patient".into(), quiet_hours: "25:00-01:00".into(), ..Default::default() },
+            "quiet_hours",
+        ),
+        (AlertRule { channel: "patient".into(), min_severity: "LOUD".into(), ..Default::default() }, "min_severity"),
+        (AlertRule { channel: "patient".into(), after_consecutive: 5000, ..Default::default() }, "after_consecutive"),
+    ] {
+        let status = admin.create_alert_rule(rule).await.expect_err("invalid rule");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains(field), "{field}: {}", status.message());
+    }
+    let created = admin
+        .create_alert_rule(AlertRule {
+            channel: "patient".into(),
+            kinds: vec!["GUARDIAN_TOO_MANY_ORPHANED".into()],
+            after_consecutive: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("rule")
+        .into_inner();
+    assert!(created.id > 0 && created.source == "admin");
+    let listed = admin.list_alert_rules(ListAlertRulesRequest {}).await.expect("list").into_inner().rules;
+    assert_eq!(listed, vec![created.clone()]);
+
+    // Seven streams go silent: more orphaned streams than the warning threshold (5).
+    let mut guardian = GuardianServiceClient::new(app.channel.clone());
+    for i in 0..7 {
+        let request =
+            OpenStreamRequest { stream_type: "generation".into(), owner: format!("o{i}"), ..Default::default() };
+        guardian.open_stream(request).await.expect("open");
+    }
+    clock.advance(200);
+    let key = |r: &Received| serde_json::from_slice::<WebhookBody>(&r.body).expect("body").kind;
+    for tick in 1..=4 {
+        clock.advance(1);
+        app.guardian.run_once().await.expect("tick").expect("ticks");
+        app.alerts.pass().await.expect("pass");
+        let patient: Vec<String> = receiver.seen("/patient").iter().map(key).collect();
+        let eager: Vec<String> =
+            receiver.seen("/eager").iter().map(key).filter(|k| k == "GUARDIAN_TOO_MANY_ORPHANED").collect();
+        assert_eq!(eager.len(), 1, "tick {tick}: the rule-less channel got it once, at once");
+        let expected = usize::from(tick >= 3);
+        assert_eq!(patient.len(), expected, "tick {tick}: the patient channel waits for 3 in a row: {patient:?}");
+    }
+
+    admin.delete_alert_rule(DeleteAlertRuleRequest { id: created.id }).await.expect("delete");
+    assert!(admin.list_alert_rules(ListAlertRulesRequest {}).await.expect("list").into_inner().rules.is_empty());
+    let missing = admin.delete_alert_rule(DeleteAlertRuleRequest { id: created.id }).await.expect_err("gone");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    app.stop().await;
+}

@@ -20,8 +20,11 @@ pub struct Model {
     pub starts_at_us: i64,
     pub ends_at_us: Option<i64>,
     pub created_at_us: i64,
-    /// The sender has made this change's sends.
+    /// The sender has made this change's sends (reset when `occurrences` grows, for rules that
+    /// wait for N in a row).
     pub fanned_out: bool,
+    /// Times the condition was observed in a row while firing (1 when it starts).
+    pub occurrences: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,6 +3,7 @@
 
 pub mod alert_attempts;
 pub mod alert_outbox;
+pub mod alert_rules;
 pub mod alert_sends;
 pub mod anomalies;
 pub mod api_tokens;
