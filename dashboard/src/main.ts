@@ -6,6 +6,7 @@ import { executions, health, onProblem, problem, reportProblem, setToken, token,
 import { destroyDetached } from "./charts";
 import { fill, h } from "./dom";
 import { type Cleanup, type ViewContext } from "./ui";
+import { alertsView } from "./views/alerts";
 import { anomaliesView } from "./views/anomalies";
 import { qualityView } from "./views/quality";
 import { streamsView } from "./views/streams";
@@ -17,6 +18,7 @@ const NAV: [string, string][] = [
   ["#/quality", "Data quality"],
   ["#/anomalies", "Anomalies"],
   ["#/streams", "Streams"],
+  ["#/alerts", "Alerts"],
 ];
 
 const liveDot = h("span", { class: "live-dot", id: "live", title: "live updates" }, "connecting");
@@ -73,6 +75,9 @@ function route(): void {
       break;
     case "streams":
       streamsView(ctx);
+      break;
+    case "alerts":
+      alertsView(ctx);
       break;
     default:
       workersView(ctx);

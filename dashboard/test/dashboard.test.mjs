@@ -6,6 +6,7 @@
 //   RUNWARDEN_SCREENSHOTS=../docs/screenshots npm test   (also saves a screenshot of each screen)
 
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { after, before, describe, it } from "node:test";
 import {
   demo,
@@ -15,6 +16,7 @@ import {
   rest,
   run,
   screenshot,
+  sleep,
   startServer,
   submit,
   tempDatabase,
@@ -261,6 +263,113 @@ describe("dashboard", () => {
     await screenshot(phone.page, "workers-phone-dark");
     assert.deepEqual(phone.errors, []);
     await phone.context.close();
+  });
+});
+
+describe("alerts", () => {
+  it("lists webhook delivery attempts, failed then delivered, on the Alerts screen", async () => {
+    // A receiver that answers 500 to the first POST and 200 afterwards.
+    const received = [];
+    const receiver = createServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => (body += d));
+      req.on("end", () => {
+        const status = received.length === 0 ? 500 : 200;
+        received.push({ path: req.url, delivery: req.headers["x-runwarden-delivery"], body, status });
+        res.writeHead(status, { "content-type": "text/plain" });
+        res.end(status === 200 ? "ok" : "receiver down for the test");
+      });
+    });
+    await new Promise((ok) => receiver.listen(0, "127.0.0.1", ok));
+    const hookPort = receiver.address().port;
+    const own = tempDatabase();
+    let alerting;
+    try {
+      alerting = await startServer(own, {
+        extraConfig: [
+          "[alerts]",
+          "interval_seconds = 0.2",
+          "retry_initial_seconds = 0.2",
+          "",
+          "[[alerts.webhooks]]",
+          'name = "oncall"',
+          `url = "http://127.0.0.1:${hookPort}/hook"`,
+        ].join("\n"),
+      });
+
+      // Nothing delivered yet: the empty state points to the docs.
+      {
+        const { page, context, errors, requests } = await openPage(browser);
+        await page.goto(`${alerting.url}/#/alerts`);
+        await page.waitForSelector("#alerts-empty");
+        assert.match(await page.textContent("#alerts-empty"), /No alert has been delivered yet/);
+        assert.match(await page.textContent("#alerts-empty"), /docs\/alerts\.md/);
+        assert.equal(await page.getAttribute('nav a[href="#/alerts"]', "aria-current"), "page");
+        assertOnlyGrpcWeb(requests);
+        assert.deepEqual(errors, []);
+        await context.close();
+      }
+
+      // Three failed runs in a row open a FAILURE_STREAK anomaly, which fires an alert.
+      const worker = "alerting_worker";
+      const now = Date.now();
+      for (let i = 0; i < 3; i++) {
+        await submit(alerting, {
+          worker_name: worker,
+          worker_type: "e2e",
+          outcome: "OUTCOME_FAILED",
+          error_message: `failed run ${i + 1}`,
+          started_at: new Date(now - (3 - i) * 60_000).toISOString(),
+          duration_ms: 1000,
+        });
+      }
+      const deadline = Date.now() + 20_000;
+      while (!received.some((r) => r.status === 200)) {
+        if (Date.now() > deadline) throw new Error(`no delivery answered 200 within 20 s (${received.length} requests):\n${alerting.log()}`);
+        await sleep(100);
+      }
+      const first = received[0];
+      assert.equal(first.path, "/hook");
+      assert.equal(JSON.parse(first.body).kind, "FAILURE_STREAK");
+
+      const { page, context, errors, requests } = await openPage(browser);
+      await page.goto(`${alerting.url}/#/alerts`);
+      // The page may ask just before the sender records the 200: the 10 s refresh catches up.
+      const failed = page.locator('#alerts-table tbody tr[data-channel="oncall"][data-kind="FAILURE_STREAK"][data-ok="false"][data-status="500"]');
+      const delivered = page.locator('#alerts-table tbody tr[data-channel="oncall"][data-kind="FAILURE_STREAK"][data-ok="true"][data-status="200"]');
+      await failed.first().waitFor({ timeout: 15_000 });
+      await delivered.first().waitFor({ timeout: 15_000 });
+      const failedRow = failed.first();
+      const deliveredRow = delivered.first();
+      assert.equal(await failedRow.getAttribute("data-attempt"), "1");
+      assert.equal(await failedRow.getAttribute("data-state"), "firing");
+      assert.equal(await failedRow.locator(".badge.delivery-failed").textContent(), "failed");
+      assert.match(await failedRow.textContent(), new RegExp(worker));
+      assert.equal(await deliveredRow.locator(".badge.delivery-ok").textContent(), "ok");
+      assert.equal(await deliveredRow.getAttribute("data-delivery"), await failedRow.getAttribute("data-delivery"), "a retry of the same delivery");
+      assert.equal(Number(await deliveredRow.getAttribute("data-attempt")), Number(await failedRow.getAttribute("data-attempt")) + 1);
+      // Newest first: the delivered retry is above the failed attempt.
+      const order = await page.locator("#alerts-table tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.status));
+      assert.ok(order.indexOf("200") < order.indexOf("500"), order.join(" "));
+      // Local time, UTC in the title; the full error in the title of the error cell.
+      const titles = await page.locator("#alerts-table time").evaluateAll((els) => els.map((e) => e.getAttribute("title")));
+      assert.ok(titles.length >= 2 && titles.every((t) => / UTC$/.test(t ?? "")), titles.join(" | "));
+      const error = failedRow.locator(".error-text");
+      if (await error.count()) assert.equal(await error.getAttribute("title"), await error.textContent());
+      // The channel filter offers the channels seen.
+      await page.selectOption("#filter-channel", "oncall");
+      await page.waitForFunction(() => [...document.querySelectorAll("#alerts-table tbody tr")].every((r) => r.dataset.channel === "oncall"));
+      assert.ok((await page.locator("#alerts-table tbody tr").count()) >= 2);
+      await page.selectOption("#filter-channel", "");
+      await screenshot(page, "alerts");
+      assertOnlyGrpcWeb(requests);
+      assert.deepEqual(errors, []);
+      await context.close();
+    } finally {
+      await alerting?.stop();
+      await new Promise((ok) => receiver.close(ok));
+      own.remove();
+    }
   });
 });
 

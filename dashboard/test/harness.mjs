@@ -3,7 +3,8 @@
 // and the REST shim for the test's own calls (the browser itself only speaks grpc-web).
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, request as httpRequest } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -17,6 +18,9 @@ export const repo = resolve(here, "..", "..");
 export const BIN =
   process.env.RUNWARDEN_BIN ??
   join(process.env.CARGO_TARGET_DIR ?? join(repo, "target"), "debug", "runwarden");
+
+/** The bundle `npm run build` wrote; the binary embeds the one it was compiled with. */
+export const DIST = resolve(here, "..", "dist");
 
 export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
@@ -56,12 +60,13 @@ export function hasTokenCommand() {
 
 /**
  * Starts `runwarden serve` on a free port. `guardianTick` shortens the guardian's tick (seconds)
- * through a config file. Resolves once /metrics answers.
+ * through a config file; `extraConfig` is TOML appended to that file (e.g. an `[alerts]` section).
+ * Resolves once the page answers.
  */
-export async function startServer(db, { guardianTick = 1, extraArgs = [] } = {}) {
+export async function startServer(db, { guardianTick = 1, extraArgs = [], extraConfig = "" } = {}) {
   const port = await freePort();
   const config = join(db.dir, "runwarden.toml");
-  writeFileSync(config, `[guardian]\ntick_interval_seconds = ${guardianTick}\n`);
+  writeFileSync(config, `[guardian]\ntick_interval_seconds = ${guardianTick}\n${extraConfig ? `\n${extraConfig.trim()}\n` : ""}`);
   const args = ["serve", "--listen", `127.0.0.1:${port}`, "--database", db.url, "--config", config, ...extraArgs];
   const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } });
   let log = "";
@@ -84,12 +89,25 @@ export async function startServer(db, { guardianTick = 1, extraArgs = [] } = {})
     }
     await sleep(100);
   }
+  // The binary embeds dashboard/dist/ when it is compiled: one built before the current bundle
+  // serves an older page. Then serve the current dist/ from disk in front of it (everything else
+  // passes through), so the tests exercise the sources; $RUNWARDEN_STRICT_BUNDLE=1 fails instead.
+  const front = await frontIfStale(url);
+  if (front && process.env.RUNWARDEN_STRICT_BUNDLE) {
+    await new Promise((ok) => front.server.close(ok));
+    proc.kill("SIGKILL");
+    throw new Error(`${BIN} embeds a different dashboard bundle than dashboard/dist/: rebuild it`);
+  }
   return {
-    url,
-    port,
+    url: front?.url ?? url,
+    port: front?.port ?? port,
     proc,
     log: () => log,
     async stop() {
+      if (front?.server.listening) {
+        front.server.closeAllConnections();
+        front.server.close();
+      }
       if (exited(proc)) return;
       const done = new Promise((ok) => proc.once("exit", ok));
       proc.kill("SIGTERM");
@@ -98,6 +116,42 @@ export async function startServer(db, { guardianTick = 1, extraArgs = [] } = {})
       clearTimeout(timer);
     },
   };
+}
+
+const CONTENT_TYPES = { html: "text/html; charset=utf-8", js: "text/javascript; charset=utf-8", css: "text/css; charset=utf-8" };
+
+/** A proxy serving dist/ from disk in front of `upstream`, or null when it serves the same page. */
+async function frontIfStale(upstream) {
+  const page = readFileSync(join(DIST, "index.html"), "utf8");
+  if ((await (await fetch(`${upstream}/`)).text()) === page) return null;
+  const target = new URL(upstream);
+  const server = createHttpServer((req, res) => {
+    const path = new URL(req.url, upstream).pathname;
+    const file = path === "/" || path === "/index.html" ? "index.html" : path.startsWith("/assets/") ? path.slice(1) : null;
+    if (file && req.method === "GET") {
+      const full = join(DIST, file);
+      if (!full.startsWith(DIST) || file.endsWith(".gz") || !existsSync(full)) {
+        res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+        res.end("not found\n");
+        return;
+      }
+      const type = CONTENT_TYPES[file.split(".").pop()] ?? "application/octet-stream";
+      res.writeHead(200, { "content-type": type, "cache-control": file === "index.html" ? "no-cache" : "public, max-age=31536000, immutable" });
+      res.end(readFileSync(full));
+      return;
+    }
+    const up = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    up.on("error", () => res.destroy());
+    req.pipe(up);
+    res.on("close", () => up.destroy());
+  });
+  const port = await freePort();
+  await new Promise((ok) => server.listen(port, "127.0.0.1", ok));
+  console.log(`# NOTE: ${BIN} embeds an older dashboard bundle; serving dashboard/dist/ from disk in front of it (rebuild the binary to test the embedded one)`);
+  return { server, port, url: `http://127.0.0.1:${port}` };
 }
 
 function exited(proc) {
