@@ -8,11 +8,14 @@
 //!   (a bare tonic echo server) and the storage (raw inserts), see `ingest.rs`.
 //! - `runwarden-bench guardian [--streams 100000 --heartbeats 5000]`: tick duration, heartbeat
 //!   latency and ingest with and without heartbeats, see `guardian.rs`.
+//! - `runwarden-bench overload [--in-flight 2000 --seconds 10]`: shedding under a flood, see
+//!   `overload.rs`.
 //! - `runwarden-bench soak [--seconds 600 --slice 60] [--check]`: half of the measured capacity
 //!   with heartbeats and watches, per-slice throughput, p99, RSS and errors, see `soak.rs`.
 
 mod guardian;
 mod ingest;
+mod overload;
 mod soak;
 
 use std::time::{Duration, Instant};
@@ -87,6 +90,13 @@ enum Bench {
         /// Exit 1 unless the run was steady (zero errors, rate, p99, RSS).
         #[arg(long)]
         check: bool,
+    },
+    /// A flood far above capacity: shedding, admitted throughput, peak RSS, recovery.
+    Overload {
+        #[arg(long, default_value_t = 2_000)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// The stream guardian at scale: tick duration over many streams, heartbeat latency, and
     /// ingest with and without a heartbeat load.
@@ -546,6 +556,7 @@ async fn main() {
                 std::process::exit(1);
             }
         }
+        Bench::Overload { in_flight, seconds } => overload::run(&runwarden_binary(), in_flight, seconds).await,
         Bench::Guardian { streams, heartbeats, seconds, tick_seconds } => {
             guardian::run(streams, heartbeats, seconds, tick_seconds).await;
         }
