@@ -267,6 +267,19 @@ fn check_timing(
     if started > completed {
         v.add("started_at", "must not be after completed_at");
     }
+    // The same bounds hold for derived values as for sent ones: a run that was given only
+    // started_at and duration_ms must not end in the future, and one given only its start (it
+    // lasts until now) or its two ends must not last more than 30 days.
+    if report.completed_at.is_none() && completed > now + MAX_FUTURE_SKEW {
+        v.add("duration_ms", "started_at + duration_ms must not be more than 5 minutes in the future");
+    }
+    if report.duration_ms.is_none() && duration.num_milliseconds() > MAX_DURATION_MS {
+        let (field, what) = match report.completed_at {
+            Some(_) => ("completed_at", "completed_at - started_at"),
+            None => ("started_at", "without duration_ms or completed_at the run lasts until now, so now - started_at"),
+        };
+        v.add(field, format!("{what} must be at most 30 days, got {} ms", duration.num_milliseconds()));
+    }
     if started.timestamp() < 0 {
         v.add("started_at", "must not be before 1970-01-01T00:00:00Z");
     }
@@ -427,6 +440,31 @@ mod tests {
         assert_eq!(valid.duration_ms, 5000);
         assert_eq!(valid.report.execution_id, valid.execution_id.to_string());
         assert!(valid.report.started_at.is_some() && valid.report.completed_at.is_some());
+    }
+
+    /// Found by the fuzzer (fuzz/regressions/report_protobuf): derived timing escaped the
+    /// bounds sent timing is held to.
+    #[test]
+    fn derived_timing_is_bounded_like_sent_timing() {
+        let ts = |t: DateTime<Utc>| Some(to_timestamp(t));
+        let month = TimeDelta::milliseconds(MAX_DURATION_MS);
+        // started now, lasting 30 days: it would complete in the future.
+        let future = ExecutionReport { started_at: ts(now()), duration_ms: Some(MAX_DURATION_MS), ..minimal() };
+        assert_eq!(fields(validate_report(Some(future), now())), ["duration_ms"]);
+        // Only a start, in 1970: it would have lasted 56 years.
+        let ancient = ExecutionReport { started_at: ts(now() - month * 700), duration_ms: None, ..minimal() };
+        assert_eq!(fields(validate_report(Some(ancient), now())), ["started_at"]);
+        // Both ends, 31 days apart.
+        let long = ExecutionReport {
+            started_at: ts(now() - month - TimeDelta::days(1)),
+            completed_at: ts(now()),
+            duration_ms: None,
+            ..minimal()
+        };
+        assert_eq!(fields(validate_report(Some(long), now())), ["completed_at"]);
+        // At the bounds it is accepted.
+        let edge = ExecutionReport { started_at: ts(now() - month), duration_ms: None, ..minimal() };
+        assert!(validate_report(Some(edge), now()).is_ok());
     }
 
     #[test]
