@@ -65,7 +65,12 @@ fn embed_dashboard(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut table = String::from("&[\n");
     for path in files {
         let relative = path.strip_prefix(&root)?.to_string_lossy().replace('\\', "/");
-        table.push_str(&format!("    ({relative:?}, include_bytes!({:?}) as &[u8]),\n", path.display().to_string()));
+        // Relative to the crate being compiled, not to this build's checkout: a target
+        // directory shared by several checkouts may reuse this script's output for another one.
+        let include = format!("/dashboard/dist/{relative}");
+        table.push_str(&format!(
+            "    ({relative:?}, include_bytes!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {include:?})) as &[u8]),\n"
+        ));
     }
     table.push(']');
     fs::write(out_dir.join("dashboard_files.rs"), table)?;
