@@ -512,19 +512,24 @@ async fn get_execution(State(state): State<RestState>, Path(execution_id): Path<
 }
 
 /// Unknown paths answer in the same error shape as everything else.
+/// A trailers-only gRPC answer carrying `status`, in the caller's content type (so grpc-web
+/// clients read it too): gRPC clients look for the status in the headers, not a JSON body.
+pub fn grpc_status_response(status: tonic::Status, content_type: Option<axum::http::HeaderValue>) -> Response {
+    let mut response = status.into_http::<axum::body::Body>();
+    if let Some(content_type) = content_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    }
+    response
+}
+
 pub async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
     let grpc = headers
         .get(header::CONTENT_TYPE)
         .and_then(|c| c.to_str().ok())
         .is_some_and(|c| c.starts_with("application/grpc"));
     if grpc {
-        // gRPC and grpc-web clients read the status from the headers, not a JSON body.
-        let mut response = tonic::Status::unimplemented(format!("no service or method {}", uri.path()))
-            .into_http::<axum::body::Body>();
-        if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-            response.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
-        }
-        return response;
+        let status = tonic::Status::unimplemented(format!("no service or method {}", uri.path()));
+        return grpc_status_response(status, headers.get(header::CONTENT_TYPE).cloned());
     }
     Error::NotFound(format!("no route for {}", uri.path())).into_response()
 }

@@ -394,15 +394,7 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
                 "the call took longer than the server's request timeout ({} s)",
                 limit.as_secs_f64()
             ));
-            if grpc {
-                let mut response = tonic::Status::from(error).into_http::<axum::body::Body>();
-                if let Some(content_type) = content_type {
-                    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
-                }
-                response
-            } else {
-                error.into_response()
-            }
+            if grpc { rest::grpc_status_response(error.into(), content_type) } else { error.into_response() }
         }
     }
 }

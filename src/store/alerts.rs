@@ -194,6 +194,12 @@ pub async fn fan_out(
     Ok(())
 }
 
+/// The outbox rows with these ids, by id.
+async fn outbox_by_id(db: &impl ConnectionTrait, ids: Vec<i64>) -> Result<HashMap<i64, OutboxRow>, DbErr> {
+    let rows = alert_outbox::Entity::find().filter(alert_outbox::Column::Id.is_in(ids)).all(db).await?;
+    Ok(rows.into_iter().map(|r| (r.id, r)).collect())
+}
+
 /// Claims up to `limit` due sends for `lease_us` (they are not due again until then, so a
 /// crashed sender's claims come back) and returns them with their outbox rows, oldest first.
 pub async fn claim_due(
@@ -219,13 +225,7 @@ pub async fn claim_due(
         .exec(db)
         .await?;
     let outbox_ids: Vec<i64> = sends.iter().map(|s| s.outbox_id).collect();
-    let rows: HashMap<i64, OutboxRow> = alert_outbox::Entity::find()
-        .filter(alert_outbox::Column::Id.is_in(outbox_ids))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r))
-        .collect();
+    let rows = outbox_by_id(db, outbox_ids).await?;
     Ok(sends.into_iter().filter_map(|s| rows.get(&s.outbox_id).cloned().map(|r| (s, r))).collect())
 }
 
@@ -322,13 +322,7 @@ pub async fn attempts(
         .map(|s| (s.id, s.outbox_id))
         .collect();
     let outbox_ids: Vec<i64> = sends.values().copied().collect();
-    let rows: HashMap<i64, OutboxRow> = alert_outbox::Entity::find()
-        .filter(alert_outbox::Column::Id.is_in(outbox_ids))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r))
-        .collect();
+    let rows = outbox_by_id(db, outbox_ids).await?;
     Ok(attempts
         .into_iter()
         .map(|a| {

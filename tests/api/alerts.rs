@@ -13,21 +13,18 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use runwarden::{
     Config,
     alerts::{AlertsConfig, WebhookConfig, WebhookFormat},
-    domain::{
-        alerting::{Rule, WebhookBody, verify_signature},
-        validation::to_timestamp,
-    },
-    proto::v1::{ExecutionReport, ListAlertDeliveriesRequest, ListAnomaliesRequest, Outcome},
+    domain::alerting::{Rule, WebhookBody, verify_signature},
+    proto::v1::{ListAlertDeliveriesRequest, ListAnomaliesRequest, Outcome},
 };
 use serde_json::Value;
 
 use crate::{
     backend_tests,
-    helpers::{Backend, TestApp, TestDatabase, report, spawn_app_with},
+    helpers::{Backend, TestApp, TestDatabase, run, spawn_app_with},
 };
 
 backend_tests!(webhook_deliveries_survive_failures_and_a_restart_exactly_once);
@@ -83,16 +80,6 @@ impl Receiver {
 
     fn seen(&self, path: &str) -> Vec<Received> {
         self.seen.lock().expect("lock").iter().filter(|r| r.path == path).cloned().collect()
-    }
-}
-
-fn run(worker: &str, minutes_ago: i64, duration_ms: i64, outcome: Outcome) -> ExecutionReport {
-    ExecutionReport {
-        execution_id: uuid::Uuid::new_v4().to_string(),
-        started_at: Some(to_timestamp(Utc::now() - TimeDelta::minutes(minutes_ago))),
-        duration_ms: Some(duration_ms),
-        outcome: outcome as i32,
-        ..report(worker)
     }
 }
 

@@ -3,27 +3,16 @@
 use chrono::{TimeDelta, Utc};
 use runwarden::{
     domain::validation::to_timestamp,
-    proto::v1::{AnomalyKind, ExecutionReport, ListAnomaliesRequest, Outcome, ResourceMetrics, Severity},
+    proto::v1::{AnomalyKind, ListAnomaliesRequest, Outcome, ResourceMetrics, Severity},
 };
 use serde_json::Value;
 
 use crate::{
     backend_tests,
-    helpers::{Backend, TestApp, report, spawn_app},
+    helpers::{Backend, TestApp, run, spawn_app},
 };
 
 backend_tests!(injected_anomalies_are_found_with_evidence_and_resolved, a_clean_history_has_no_anomalies);
-
-/// A run of `worker` `minutes_ago`, lasting `duration_ms`.
-fn run(worker: &str, minutes_ago: i64, duration_ms: i64, outcome: Outcome) -> ExecutionReport {
-    ExecutionReport {
-        execution_id: uuid::Uuid::new_v4().to_string(),
-        started_at: Some(to_timestamp(Utc::now() - TimeDelta::minutes(minutes_ago))),
-        duration_ms: Some(duration_ms),
-        outcome: outcome as i32,
-        ..report(worker)
-    }
-}
 
 async fn anomalies(app: &TestApp, request: ListAnomaliesRequest) -> Vec<runwarden::proto::v1::Anomaly> {
     app.query.clone().list_anomalies(request).await.expect("list").into_inner().anomalies

@@ -393,6 +393,19 @@ pub fn report(worker: &str) -> ExecutionReport {
 }
 
 /// A report with an explicit id and start time (seconds before now).
+/// A run of `worker` that started `minutes_ago`, lasting `duration_ms`, with `outcome`.
+pub fn run(worker: &str, minutes_ago: i64, duration_ms: i64, outcome: Outcome) -> ExecutionReport {
+    ExecutionReport {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        started_at: Some(runwarden::domain::validation::to_timestamp(
+            chrono::Utc::now() - chrono::TimeDelta::minutes(minutes_ago),
+        )),
+        duration_ms: Some(duration_ms),
+        outcome: outcome as i32,
+        ..report(worker)
+    }
+}
+
 pub fn report_at(worker: &str, seconds_ago: i64) -> ExecutionReport {
     let started = chrono::Utc::now() - chrono::TimeDelta::seconds(seconds_ago);
     ExecutionReport {
