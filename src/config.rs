@@ -233,6 +233,7 @@ pub struct FileConfig {
     pub max_batch: Option<usize>,
     pub shutdown_timeout: Option<u64>,
     pub pool_size: Option<u32>,
+    pub sqlite_writer_cache_mib: Option<u32>,
     pub scoring: Option<ScoringFile>,
     pub guardian: Option<GuardianFile>,
     pub detector: Option<DetectorFile>,
@@ -362,6 +363,7 @@ pub struct DetectorFile {
 #[serde(deny_unknown_fields)]
 pub struct GuardianFile {
     pub tick_interval_seconds: Option<f64>,
+    pub heartbeat_flush_seconds: Option<f64>,
     pub stale_after_seconds: Option<i64>,
     pub orphan_after_seconds: Option<i64>,
     pub retention_seconds: Option<i64>,
@@ -377,6 +379,10 @@ impl GuardianFile {
         if let Some(s) = self.tick_interval_seconds {
             config.tick_interval =
                 Duration::try_from_secs_f64(s).map_err(|e| format!("[guardian] tick_interval_seconds: {e}"))?;
+        }
+        if let Some(s) = self.heartbeat_flush_seconds {
+            config.flush_interval =
+                Duration::try_from_secs_f64(s).map_err(|e| format!("[guardian] heartbeat_flush_seconds: {e}"))?;
         }
         if let Some(s) = self.stale_after_seconds {
             config.stale_after = chrono::TimeDelta::seconds(s);
@@ -510,6 +516,9 @@ impl Config {
         if let Some(size) = file.pool_size {
             config.store.pool_size = size;
         }
+        if let Some(mib) = file.sqlite_writer_cache_mib {
+            config.store.writer_cache_mib = mib;
+        }
         if let Some(capacity) = args.queue_capacity.or(file.queue_capacity) {
             config.ingest.queue_capacity = capacity;
         }
@@ -624,6 +633,7 @@ pub fn resolve_store(args: &DatabaseArgs) -> Result<(String, StoreOptions), Stri
     let options = StoreOptions {
         synchronous: args.sqlite_synchronous.or(file.sqlite_synchronous).unwrap_or_default(),
         pool_size: file.pool_size.unwrap_or(StoreOptions::default().pool_size),
+        writer_cache_mib: file.sqlite_writer_cache_mib.unwrap_or(StoreOptions::default().writer_cache_mib),
         ..StoreOptions::default()
     };
     Ok((resolve_database(args, &file), options))

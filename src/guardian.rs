@@ -512,11 +512,12 @@ impl Guardian {
     }
 }
 
-/// Ticks every `tick_interval` and flushes heartbeats once a second until `stop` fires.
+/// Ticks every `tick_interval` and flushes heartbeats every `flush_interval` until `stop` fires.
 pub async fn run(guardian: Arc<Guardian>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(guardian.config.tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut flush = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut flush = tokio::time::interval(guardian.config.flush_interval);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => break,

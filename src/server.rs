@@ -178,7 +178,8 @@ impl App {
                     .send_compressed(CompressionEncoding::Gzip)
             };
         }
-        let report_service = service!(ReportServiceServer, report.clone());
+        let report_service =
+            ShedWhenFull { inner: service!(ReportServiceServer, report.clone()), ingest: services.ingest.clone() };
         let query_service = service!(QueryServiceServer, query.clone());
         let guardian_service = service!(GuardianServiceServer, guardian_api.clone());
         let worker_service = service!(WorkerServiceServer, worker_api.clone());
@@ -378,6 +379,70 @@ where
 {
     let map: GrpcResponseMap = too_large_is_resource_exhausted;
     GrpcWebLayer::new().layer(guard.layer(MapResponseLayer::new(map).layer(service)))
+}
+
+/// Refuses a unary ingest call with RESOURCE_EXHAUSTED while the writer's queue is full, before
+/// its body is read or decoded: under a flood, a refusal then costs little more than the HTTP/2
+/// frames, and the CPU goes to the writer committing what was admitted. (A call that passes
+/// this check may still find the queue full and be refused after decoding, as before.)
+#[derive(Clone)]
+struct ShedWhenFull<S> {
+    inner: S,
+    ingest: ingest::Ingest,
+}
+
+impl<S: NamedService> NamedService for ShedWhenFull<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> ShedWhenFull<S> {
+    /// The calls shed early; client streams are admitted report by report instead.
+    fn sheds(path: &str) -> bool {
+        path.ends_with("/SubmitReport") || path.ends_with("/SubmitReportBatch")
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ShedWhenFull<S>
+where
+    S: tower::Service<http::Request<B>, Response = GrpcResponse>,
+    S::Error: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    type Response = GrpcResponse;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<futures::future::BoxFuture<'static, Result<GrpcResponse, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if self.ingest.is_full() && Self::sheds(request.uri().path()) {
+            metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
+            let status: tonic::Status = ingest::queue_full(self.ingest.capacity()).into();
+            let mut response = status.into_http::<tonic::body::Body>();
+            if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+                response.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+            }
+            // The body is read (not decoded) first: answering while the client still sends makes
+            // HTTP/2 reset the stream, which clients report as a transport error, not the status.
+            return futures::future::Either::Left(Box::pin(async move {
+                use http_body_util::BodyExt;
+                let mut body = std::pin::pin!(request.into_body());
+                let mut read = 0usize;
+                while let Some(Ok(frame)) = body.frame().await {
+                    read += frame.data_ref().map_or(0, prost::bytes::Buf::remaining);
+                    if read > MAX_MESSAGE_BYTES {
+                        break;
+                    }
+                }
+                Ok(response)
+            }));
+        }
+        futures::future::Either::Right(self.inner.call(request))
+    }
 }
 
 /// Cuts off a call that takes longer than the request timeout: DEADLINE_EXCEEDED for gRPC and

@@ -100,6 +100,7 @@
 //! * [`validate_stream_type`]: one of [`BUILTIN_STREAM_TYPES`] or `extra_stream_types` (case-sensitive); the
 //!   error lists the allowed types. Classification itself accepts any type (records may predate a config).
 //! * [`GuardianConfig::validate`]: `tick_interval > 0`, `0 < stale_after < orphan_after`, `retention > 0`,
+//!   `0 < flush_interval <= stale_after / 2`,
 //!   `orphan_rate_warning` finite in `0..=1`, extra type names `[a-z][a-z0-9_]{0,63}`, no duplicates
 //!   (among themselves or with the builtins). All problems are reported, joined by `"; "`.
 
@@ -131,6 +132,10 @@ pub const MAX_STREAM_TYPE_LEN: usize = 64;
 pub struct GuardianConfig {
     /// How often the caller runs [`classify`] (default 10 s). Not used by the logic itself.
     pub tick_interval: Duration,
+    /// How often accepted heartbeats are written to the database (default 2 s). Not used by the
+    /// logic itself; must stay well under `stale_after`, since other replicas see a heartbeat
+    /// only once it is written.
+    pub flush_interval: Duration,
     /// A stream is stale when its last heartbeat is older than this (default 30 s).
     pub stale_after: TimeDelta,
     /// A stream is orphaned when its last heartbeat is older than this (default 2 min).
@@ -151,6 +156,7 @@ impl Default for GuardianConfig {
     fn default() -> Self {
         Self {
             tick_interval: Duration::from_secs(10),
+            flush_interval: Duration::from_secs(2),
             stale_after: TimeDelta::seconds(30),
             orphan_after: TimeDelta::minutes(2),
             retention: TimeDelta::minutes(5),
@@ -171,6 +177,13 @@ impl GuardianConfig {
         }
         if self.stale_after <= TimeDelta::zero() {
             errors.push(format!("stale_after must be > 0 (got {})", self.stale_after));
+        }
+        let flush = TimeDelta::from_std(self.flush_interval).unwrap_or(TimeDelta::MAX);
+        if self.flush_interval.is_zero() || flush * 2 > self.stale_after {
+            errors.push(format!(
+                "flush_interval must be > 0 and at most half of stale_after ({}), got {:?}",
+                self.stale_after, self.flush_interval
+            ));
         }
         if self.orphan_after <= self.stale_after {
             errors.push(format!(
@@ -1082,6 +1095,9 @@ mod tests {
         };
         bad(GuardianConfig { tick_interval: Duration::ZERO, ..cfg() }, "tick_interval");
         bad(GuardianConfig { stale_after: TimeDelta::zero(), ..cfg() }, "stale_after must be > 0");
+        bad(GuardianConfig { flush_interval: Duration::ZERO, ..cfg() }, "flush_interval");
+        bad(GuardianConfig { flush_interval: Duration::from_secs(16), ..cfg() }, "flush_interval");
+        assert!(GuardianConfig { flush_interval: Duration::from_secs(15), ..cfg() }.validate().is_ok());
         bad(GuardianConfig { orphan_after: TimeDelta::seconds(30), ..cfg() }, "orphan_after");
         bad(GuardianConfig { orphan_after: TimeDelta::seconds(10), ..cfg() }, "orphan_after");
         bad(GuardianConfig { retention: TimeDelta::zero(), ..cfg() }, "retention");
@@ -1194,6 +1210,8 @@ mod tests {
         (1i64..100, 1i64..300, 1i64..600, 0u64..20, 0u64..20, 0.0f64..=1.0).prop_map(|(st, extra, ret, sw, ow, r)| {
             GuardianConfig {
                 stale_after: TimeDelta::seconds(st),
+                // At most half of stale_after, as validate() requires.
+                flush_interval: Duration::from_millis(500),
                 orphan_after: TimeDelta::seconds(st + extra),
                 retention: TimeDelta::seconds(ret),
                 stale_warning: sw,

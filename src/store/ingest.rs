@@ -124,6 +124,11 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
     (Ingest { tx, capacity, events, health, stream_ends }, Writer { done, stop })
 }
 
+/// The refusal of a report that finds the queue full.
+pub fn queue_full(capacity: usize) -> Error {
+    Error::ResourceExhausted(format!("ingest queue is full ({capacity} reports waiting); retry with backoff"))
+}
+
 impl Ingest {
     /// Queues `report` and waits until it is committed (or refused).
     pub async fn submit(&self, report: ValidReport, received_at: DateTime<Utc>) -> Result<Ack, Error> {
@@ -131,10 +136,7 @@ impl Ingest {
         self.tx.try_send(Job { report, received_at, ack }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
-                Error::ResourceExhausted(format!(
-                    "ingest queue is full ({} reports waiting); retry with backoff",
-                    self.capacity
-                ))
+                queue_full(self.capacity)
             }
             mpsc::error::TrySendError::Closed(_) => Error::Unavailable("server is shutting down; retry".into()),
         })?;
@@ -216,6 +218,16 @@ impl Ingest {
     /// Reports waiting for the writer.
     pub fn depth(&self) -> usize {
         self.capacity - self.tx.capacity()
+    }
+
+    /// Whether a report submitted now would be refused for want of room.
+    pub fn is_full(&self) -> bool {
+        self.tx.capacity() == 0
+    }
+
+    /// Most reports that may wait for the writer.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 

@@ -16,7 +16,7 @@ pub mod streams;
 pub mod tokens;
 pub mod workers;
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
@@ -32,6 +32,9 @@ use sqlx::{
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across replicas.
 const MIGRATION_LOCK_KEY: i64 = 0x7275_6e77_6172_6401;
+
+/// The SQLite writer's page cache unless configured (`sqlite_writer_cache_mib`).
+pub const DEFAULT_WRITER_CACHE_MIB: u32 = 32;
 
 /// SQLite's `synchronous` setting: how hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -52,6 +55,10 @@ pub struct StoreOptions {
     pub pool_size: u32,
     pub busy_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Page cache of the SQLite writer connection, in MiB. The writer touches every table ingest
+    /// and heartbeats update; SQLite's own default (2 MiB) makes it re-read pages the OS still
+    /// holds, and the write path slows as the file grows past it. Readers keep the default.
+    pub writer_cache_mib: u32,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +68,7 @@ impl Default for StoreOptions {
             pool_size: 8,
             busy_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            writer_cache_mib: DEFAULT_WRITER_CACHE_MIB,
         }
     }
 }
@@ -74,6 +82,8 @@ pub struct Store {
     replica: std::sync::Arc<str>,
     /// Where to LISTEN, on PostgreSQL.
     listen: Option<PgConnectOptions>,
+    /// SQLite files only; aborted when the last clone of the store is dropped.
+    _checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl Store {
@@ -180,14 +190,23 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(synchronous)
         .busy_timeout(options.busy_timeout)
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Statement journals (a multi-row INSERT that may fail midway keeps one) and sorts in
+        // memory, not in temporary files written on every batch.
+        .pragma("temp_store", "memory");
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    // A negative cache_size is in KiB. Checkpoints are the checkpointer's job (below); the writer
+    // checkpoints itself only if the WAL grows past WRITER_CHECKPOINT_PAGES anyway.
+    let writer_connect = connect
+        .clone()
+        .pragma("cache_size", format!("-{}", u64::from(options.writer_cache_mib.max(1)) * 1024))
+        .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string());
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
         .acquire_timeout(options.connect_timeout)
         .before_acquire(|conn, _| Box::pin(writer_is_clean(conn)))
-        .connect_with(connect.clone())
+        .connect_with(writer_connect)
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot open {url}: {e}"))))?;
     let write = SqlxSqliteConnector::from_sqlx_sqlite_pool(writer);
@@ -203,7 +222,49 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
             .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot open {url}: {e}"))))?;
         SqlxSqliteConnector::from_sqlx_sqlite_pool(readers)
     };
-    Ok(Store { read, write, replica: new_replica_id(), listen: None })
+    let checkpointer = (!in_memory).then(|| Arc::new(Checkpointer::spawn(read.clone())));
+    Ok(Store { read, write, replica: new_replica_id(), listen: None, _checkpointer: checkpointer })
+}
+
+/// WAL size (pages) at which the SQLite writer checkpoints by itself, inside a commit: a safety
+/// net for when the checkpointer falls behind. SQLite's default is 1,000 pages, which puts a
+/// checkpoint (copying pages into the database file, and an fsync) in every few commits.
+const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
+
+/// How often the checkpointer copies committed WAL pages into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Checkpoints the SQLite WAL from a reader connection, off the writer's commit path: a passive
+/// checkpoint never blocks the writer or readers, and the writer's commits no longer pay for it.
+/// Stops when the last clone of its [`Store`] is dropped.
+#[derive(Debug)]
+struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Checkpointer {
+    fn spawn(read: DatabaseConnection) -> Checkpointer {
+        Checkpointer(tokio::spawn(async move {
+            let mut every = tokio::time::interval(CHECKPOINT_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let started = std::time::Instant::now();
+                let checkpoint = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+                match read.query_one_raw(checkpoint).await {
+                    Ok(_) => metrics::histogram!("runwarden_sqlite_checkpoint_seconds")
+                        .record(started.elapsed().as_secs_f64()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "WAL checkpoint failed; the writer checkpoints as a fallback")
+                    }
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Whether the writer connection is outside any transaction, as every write transaction must
@@ -234,7 +295,7 @@ async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Store, Db
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot connect to PostgreSQL: {e}"))))?;
     let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-    Ok(Store { read: db.clone(), write: db, replica: new_replica_id(), listen: Some(connect) })
+    Ok(Store { read: db.clone(), write: db, replica: new_replica_id(), listen: Some(connect), _checkpointer: None })
 }
 
 /// Takes the PostgreSQL advisory lock `key` for the rest of `txn`, if no other session holds it:

@@ -54,3 +54,54 @@ async fn a_flood_is_shed_with_resource_exhausted_and_admitted_reports_are_stored
     app.submit(report("after_the_flood")).await.expect("served once the load stops");
     app.stop().await;
 }
+
+/// With the writer stuck (another connection holds SQLite's write lock) and its queue full, a
+/// SubmitReport or SubmitReportBatch is refused before its body is decoded: RESOURCE_EXHAUSTED
+/// over gRPC and grpc-web, never a transport error or a reset stream. Once the lock is released,
+/// what was admitted is stored and the next call is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_unary_ingest_before_decoding() {
+    use runwarden::proto::v1::{SubmitReportBatchRequest, SubmitReportRequest, SubmitReportsResponse};
+    use sqlx::{Connection, Executor, SqliteConnection};
+
+    let app = spawn_app_with(TestDatabase::create(Backend::Sqlite).await, |c| {
+        c.ingest.queue_capacity = 2;
+        c.ingest.max_batch = 1;
+        c.store.busy_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut lock = SqliteConnection::connect(&app.database_url()).await.expect("second connection");
+    lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
+
+    // One report for the stuck writer, two to fill the queue behind it.
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let mut client = app.report.clone();
+        waiting.push(tokio::spawn(async move {
+            client.submit_report(SubmitReportRequest { report: Some(report(&format!("queued_{i}"))) }).await
+        }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let refused = app.submit(report("one_too_many")).await.expect_err("the queue is full");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("ingest queue is full"), "{}", refused.message());
+    let batch = SubmitReportBatchRequest { reports: vec![report("batch_a"), report("batch_b")] };
+    let refused = app.report.clone().submit_report_batch(batch.clone()).await.expect_err("still full");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let (status, message) = app
+        .grpc_web::<_, SubmitReportsResponse>("/runwarden.v1.ReportService/SubmitReportBatch", &batch)
+        .await
+        .expect_err("full over grpc-web too");
+    assert_eq!(status, "8", "RESOURCE_EXHAUSTED over grpc-web: {message}");
+    let metrics = app.http.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("runwarden_ingest_rejected_total"), "the refusals are counted");
+
+    lock.execute("ROLLBACK").await.expect("release the lock");
+    for call in waiting {
+        call.await.expect("task").expect("admitted before the queue filled, stored once the lock is released");
+    }
+    app.submit(report("after")).await.expect("served again");
+    assert_eq!(app.all_execution_ids().await.len(), 4);
+    app.stop().await;
+}

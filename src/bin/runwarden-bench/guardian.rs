@@ -26,14 +26,17 @@ use super::{
 
 const TYPES: [&str; 5] = ["generation", "coach_start", "coach_continue", "profile_start", "profile_continue"];
 
-pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_seconds: f64) {
+pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_seconds: f64, flush_seconds: f64) {
     let dir = tempfile_dir();
     let url = format!("sqlite://{}/guardian.db?mode=rwc", dir.display());
     let config = dir.join("runwarden.toml");
     // Streams stay healthy for the whole run, so every tick classifies all of them.
     std::fs::write(
         &config,
-        format!("[guardian]\ntick_interval_seconds = {tick_seconds}\nstale_after_seconds = 3600\norphan_after_seconds = 7200\n"),
+        format!(
+            "[guardian]\ntick_interval_seconds = {tick_seconds}\nheartbeat_flush_seconds = {flush_seconds}\n\
+             stale_after_seconds = 3600\norphan_after_seconds = 7200\n"
+        ),
     )
     .expect("config");
     let server = ServerProcess::start(

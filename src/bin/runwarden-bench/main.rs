@@ -68,6 +68,9 @@ enum Bench {
         /// About 30 seconds in all instead of 10 s per configuration.
         #[arg(long)]
         quick: bool,
+        /// Seconds per configuration (overrides --quick's 2 and the default 10).
+        #[arg(long)]
+        seconds: Option<u64>,
         /// Also measure on this PostgreSQL server (fresh databases are created on it).
         #[arg(long)]
         postgres: Option<String>,
@@ -97,6 +100,9 @@ enum Bench {
         in_flight: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Run the load generator at nice 19, as if the callers were on other machines.
+        #[arg(long)]
+        nice_generator: bool,
     },
     /// The stream guardian at scale: tick duration over many streams, heartbeat latency, and
     /// ingest with and without a heartbeat load.
@@ -110,6 +116,9 @@ enum Bench {
         seconds: u64,
         #[arg(long, default_value_t = 2.0)]
         tick_seconds: f64,
+        /// The server's heartbeat flush interval (`[guardian] heartbeat_flush_seconds`).
+        #[arg(long, default_value_t = 2.0)]
+        flush_seconds: f64,
     },
     /// The bare tonic echo server the ingest benchmark uses as the wire limit.
     EchoServer {
@@ -403,9 +412,8 @@ async fn fresh_postgres(base: &str) -> String {
     format!("{root}/{name}{query}")
 }
 
-async fn ingest_bench(quick: bool, postgres: Option<String>) {
+async fn ingest_bench(seconds: u64, postgres: Option<String>) {
     use ingest::{Run, ServerProcess, Shape, measure, raw_inserts};
-    let seconds = if quick { 2 } else { 10 };
     let d = Duration::from_secs(seconds);
     let me = std::env::current_exe().expect("current exe");
     let runwarden = me.with_file_name("runwarden");
@@ -542,13 +550,19 @@ async fn ingest_at_scale(rows: u64, seconds: u64) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The same allocator as the server, so the raw-insert baseline runs under the same conditions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     match Cli::parse().command {
         Bench::Stats { rows, workers, days, calls, database, no_load } => {
             stats_bench(rows, workers, days, calls, database, no_load).await;
         }
-        Bench::Ingest { quick, postgres } => ingest_bench(quick, postgres).await,
+        Bench::Ingest { quick, seconds, postgres } => {
+            ingest_bench(seconds.unwrap_or(if quick { 2 } else { 10 }), postgres).await;
+        }
         Bench::EchoServer { listen } => ingest::serve_echo(listen).await,
         Bench::IngestAtScale { rows, seconds } => ingest_at_scale(rows, seconds).await,
         Bench::Soak { seconds, slice, check } => {
@@ -556,9 +570,11 @@ async fn main() {
                 std::process::exit(1);
             }
         }
-        Bench::Overload { in_flight, seconds } => overload::run(&runwarden_binary(), in_flight, seconds).await,
-        Bench::Guardian { streams, heartbeats, seconds, tick_seconds } => {
-            guardian::run(streams, heartbeats, seconds, tick_seconds).await;
+        Bench::Overload { in_flight, seconds, nice_generator } => {
+            overload::run(&runwarden_binary(), in_flight, seconds, nice_generator).await;
+        }
+        Bench::Guardian { streams, heartbeats, seconds, tick_seconds, flush_seconds } => {
+            guardian::run(streams, heartbeats, seconds, tick_seconds, flush_seconds).await;
         }
     }
 }
