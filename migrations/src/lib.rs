@@ -14,6 +14,7 @@ mod m20261128_000007_stream_tick_indexes;
 mod m20261128_000008_api_tokens;
 mod m20261128_000009_alerts;
 mod m20261128_000010_alert_rules;
+mod m20261128_000011_anomaly_resolve_index;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000008_api_tokens::Migration),
             Box::new(m20261128_000009_alerts::Migration),
             Box::new(m20261128_000010_alert_rules::Migration),
+            Box::new(m20261128_000011_anomaly_resolve_index::Migration),
         ]
     }
 }

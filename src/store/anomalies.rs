@@ -141,15 +141,18 @@ pub async fn open_kinds(db: &impl ConnectionTrait, worker_ids: &[i64]) -> Result
 
 /// Resolves the worker's open anomalies of `kind` opened before `at_us`.
 pub async fn resolve(db: &impl ConnectionTrait, worker_id: i64, kind: &str, at_us: i64) -> Result<u64, DbErr> {
-    Ok(anomalies::Entity::update_many()
+    Ok(resolve_statement(worker_id, kind, at_us).exec(db).await?.rows_affected)
+}
+
+/// The UPDATE of [`resolve`]; it runs in every ingest batch, and must stay a seek on
+/// `idx_anomalies_worker_kind_open` (a test checks SQLite's plan).
+pub fn resolve_statement(worker_id: i64, kind: &str, at_us: i64) -> sea_orm::UpdateMany<anomalies::Entity> {
+    anomalies::Entity::update_many()
         .col_expr(anomalies::Column::ResolvedAtUs, Expr::value(at_us))
         .filter(anomalies::Column::WorkerId.eq(worker_id))
         .filter(anomalies::Column::Kind.eq(kind))
         .filter(anomalies::Column::ResolvedAtUs.is_null())
         .filter(anomalies::Column::OpenedAtUs.lte(at_us))
-        .exec(db)
-        .await?
-        .rows_affected)
 }
 
 /// What to list.

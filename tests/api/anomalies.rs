@@ -130,3 +130,35 @@ async fn a_clean_history_has_no_anomalies(backend: Backend) {
     assert_eq!(response.accepted, 120);
     assert!(anomalies(&app, ListAnomaliesRequest::default()).await.is_empty());
 }
+
+/// The UPDATE that resolves a worker's open anomalies runs in every ingest batch: on SQLite it
+/// must seek the (worker_id, kind, resolved_at_us, opened_at_us) index. Without that index the
+/// planner read every anomaly the worker ever had, and ingest slowed as the history grew.
+#[tokio::test]
+async fn resolving_anomalies_is_an_index_seek_on_sqlite() {
+    use runwarden::store::{Store, StoreOptions, anomalies::resolve_statement};
+    use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
+
+    let db = crate::helpers::TestDatabase::create(Backend::Sqlite).await;
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let update = resolve_statement(7, "DURATION_SPIKE", 1_000).build(DbBackend::Sqlite);
+    let explain = Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        format!("EXPLAIN QUERY PLAN {}", update.sql),
+        update.values.map(|v| v.0).unwrap_or_default(),
+    );
+    let plan: Vec<String> = store
+        .reader()
+        .query_all_raw(explain)
+        .await
+        .expect("explain")
+        .iter()
+        .filter_map(|row| row.try_get_by_index::<String>(3).ok())
+        .collect();
+    assert!(
+        plan.iter().any(|step| step.contains("USING INDEX idx_anomalies_worker_kind_open")),
+        "resolve must seek the anomaly index, got {plan:?}"
+    );
+    store.close().await;
+}
