@@ -22,8 +22,12 @@ use tonic::transport::Channel;
 
 use crate::ingest::{ServerProcess, Shape, measure, sample_report};
 
-/// Paced senders sharing the target rate.
-const SENDERS: u64 = 32;
+/// Fewest paced senders sharing the target rate.
+const MIN_SENDERS: u64 = 32;
+
+/// How long a sender's call may take before it misses its next send: with more senders each
+/// waits longer between sends, and the rate holds as long as calls answer within this.
+const SEND_BUDGET: Duration = Duration::from_millis(25);
 const STREAMS: usize = 200;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
@@ -41,7 +45,10 @@ pub async fn run(binary: &str, seconds: u64, slice: u64, check: bool) -> bool {
         ServerProcess::start(binary, &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
     let capacity = measure("capacity", &server, Shape::Unary, 64, Duration::from_secs(10)).await.rate();
     let target = capacity / 2.0;
-    println!("capacity {capacity:.0} reports/s (unary, 64 in flight, 10 s); soaking at {target:.0}/s for {seconds} s");
+    println!(
+        "capacity {capacity:.0} reports/s (unary, 64 in flight, 10 s); soaking at {target:.0}/s for {seconds} s, {} paced senders",
+        MIN_SENDERS.max((target * SEND_BUDGET.as_secs_f64()).ceil() as u64)
+    );
 
     let channel =
         Channel::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await.expect("connect");
@@ -102,13 +109,16 @@ pub async fn run(binary: &str, seconds: u64, slice: u64, check: bool) -> bool {
     let current = Arc::new(Mutex::new(Slice::default()));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
-    let per_sender = Duration::from_secs_f64(SENDERS as f64 / target.max(1.0));
+    let sender_count = MIN_SENDERS.max((target * SEND_BUDGET.as_secs_f64()).ceil() as u64);
+    let per_sender = Duration::from_secs_f64(sender_count as f64 / target.max(1.0));
     let mut senders = Vec::new();
-    for s in 0..SENDERS {
+    for s in 0..sender_count {
         let mut client = ReportServiceClient::new(channel.clone());
         let current = current.clone();
         senders.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(per_sender);
+            // Staggered starts: the senders' sends are spread over the interval, not in bursts.
+            let offset = per_sender.mul_f64(s as f64 / sender_count as f64);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, per_sender);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut i = (s + 1) * 10_000_000_000;
             while Instant::now() < deadline {
