@@ -231,6 +231,9 @@ pub fn histories(now: DateTime<Utc>, days: u32) -> Vec<ExecutionReport> {
     // The latest finished run carries the anomalies the dashboard shows as open; this hour's run
     // (at :05, under two minutes even when it spikes) is finished 7 minutes into the hour.
     let latest_hour = if hour + TimeDelta::minutes(7) <= now { 0 } else { 1 };
+    // The daily intel run (04:00, about ten minutes) that is the latest to have finished: today's,
+    // or before it has run, yesterday's (its silent success must be the latest run either way).
+    let latest_day = if day + TimeDelta::minutes(4 * 60 + 12) <= now { 0 } else { 1 };
 
     for h in (0..hours).rev() {
         let slot = hour - TimeDelta::hours(h);
@@ -244,7 +247,7 @@ pub fn histories(now: DateTime<Utc>, days: u32) -> Vec<ExecutionReport> {
     for d in (0..i64::from(days)).rev() {
         let midnight = day - TimeDelta::days(d);
         reports.push(clip_radar_recap(&mut rng, midnight, d));
-        reports.push(intel_daily(&mut rng, midnight, d));
+        reports.push(intel_daily(&mut rng, midnight, d - latest_day));
     }
     for m in (1..=GUARDIAN_HISTORY_MINUTES).rev() {
         reports.push(guardian_tick(&mut rng, now - TimeDelta::minutes(m), m));
@@ -293,7 +296,9 @@ fn analytics_flush(rng: &mut Rng, slot: DateTime<Utc>, hours_ago: i64, latest: b
     let started = slot + TimeDelta::minutes(5) + TimeDelta::seconds(rng.between(0, 40));
     let spike = latest || hours_ago == 9 * 24 + 7 || hours_ago == 4 * 24 + 13;
     let duration = if spike { rng.around(52_000.0, 0.1) } else { rng.around(4_500.0, 0.12) } as i64;
-    let night = started.hour() < 3;
+    // The latest run is a plain spike whatever the hour, so the open anomaly it carries is the same
+    // at 00:30 as at 14:30.
+    let night = started.hour() < 3 && !latest;
     let fetched = rng.between(140, 170);
     let failed = if night { rng.between(12, 30) } else { rng.between(0, 2) };
     let memory = if hours_ago == 6 * 24 + 3 { 640.0 } else { rng.around(118.0, 0.1) };
