@@ -45,9 +45,9 @@ pub async fn run(binary: &str, seconds: u64, slice: u64, check: bool) -> bool {
         ServerProcess::start(binary, &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
     let capacity = measure("capacity", &server, Shape::Unary, 64, Duration::from_secs(10)).await.rate();
     let target = capacity / 2.0;
+    let sender_count = MIN_SENDERS.max((target * SEND_BUDGET.as_secs_f64()).ceil() as u64);
     println!(
-        "capacity {capacity:.0} reports/s (unary, 64 in flight, 10 s); soaking at {target:.0}/s for {seconds} s, {} paced senders",
-        MIN_SENDERS.max((target * SEND_BUDGET.as_secs_f64()).ceil() as u64)
+        "capacity {capacity:.0} reports/s (unary, 64 in flight, 10 s); soaking at {target:.0}/s for {seconds} s, {sender_count} paced senders"
     );
 
     let channel =
@@ -109,7 +109,6 @@ pub async fn run(binary: &str, seconds: u64, slice: u64, check: bool) -> bool {
     let current = Arc::new(Mutex::new(Slice::default()));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
-    let sender_count = MIN_SENDERS.max((target * SEND_BUDGET.as_secs_f64()).ceil() as u64);
     let per_sender = Duration::from_secs_f64(sender_count as f64 / target.max(1.0));
     let mut senders = Vec::new();
     for s in 0..sender_count {
