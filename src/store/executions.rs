@@ -1,7 +1,10 @@
 //! Queries on the `executions` table.
 
 use prost::Message;
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement, Value,
+};
 
 use super::{
     entities::executions::{self, Entity as Executions},
@@ -23,6 +26,90 @@ pub struct ExecutionFilter {
     pub since_us: Option<i64>,
     /// Exclusive upper bound on `started_at`.
     pub until_us: Option<i64>,
+}
+
+/// The columns [`insert_new`] writes, in order (every column but the generated `id`).
+const INSERT_COLUMNS: &str = "execution_id, worker_id, outcome, started_at_us, completed_at_us, duration_ms, \
+     received_at_us, records_fetched, records_processed, records_failed, report, score_reliability, \
+     score_performance, score_data_quality, score_resource_efficiency, score_overall, quality_level, \
+     time_of_day_utc, day_of_week, execution_number_today, analysis";
+const INSERT_COLUMN_COUNT: usize = 21;
+
+/// Most rows in one INSERT statement (21 parameters each: well under SQLite's 32,766).
+const MAX_ROWS_PER_INSERT: usize = 128;
+
+/// Inserts `rows` (their `id` is ignored; the database assigns it). Statements carry a power of
+/// two of rows (128, then 64, 32, … for the rest), so their text takes one of eight shapes and
+/// each is prepared once per connection and then found in the statement cache, instead of being
+/// parsed anew for every batch size.
+pub async fn insert_new(db: &impl ConnectionTrait, rows: Vec<ExecutionRow>) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    let mut rows = rows.into_iter();
+    let mut left = rows.len();
+    while left > 0 {
+        let n = chunk_rows(left);
+        let mut values = Vec::with_capacity(n * INSERT_COLUMN_COUNT);
+        for row in rows.by_ref().take(n) {
+            values.extend(row_values(row));
+        }
+        db.execute_raw(Statement::from_sql_and_values(backend, insert_sql(backend, n), values)).await?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// The rows of the next statement when `left` remain: the largest power of two that fits.
+fn chunk_rows(left: usize) -> usize {
+    let n = left.min(MAX_ROWS_PER_INSERT);
+    1 << n.ilog2()
+}
+
+fn insert_sql(backend: DbBackend, rows: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(64 + INSERT_COLUMNS.len() + rows * INSERT_COLUMN_COUNT * 5);
+    let _ = write!(sql, "INSERT INTO executions ({INSERT_COLUMNS}) VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..INSERT_COLUMN_COUNT {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                DbBackend::Postgres => {
+                    let _ = write!(sql, "${}", row * INSERT_COLUMN_COUNT + column + 1);
+                }
+                _ => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn row_values(row: ExecutionRow) -> [Value; INSERT_COLUMN_COUNT] {
+    [
+        row.execution_id.into(),
+        row.worker_id.into(),
+        row.outcome.into(),
+        row.started_at_us.into(),
+        row.completed_at_us.into(),
+        row.duration_ms.into(),
+        row.received_at_us.into(),
+        row.records_fetched.into(),
+        row.records_processed.into(),
+        row.records_failed.into(),
+        row.report.into(),
+        row.score_reliability.into(),
+        row.score_performance.into(),
+        row.score_data_quality.into(),
+        row.score_resource_efficiency.into(),
+        row.score_overall.into(),
+        row.quality_level.into(),
+        row.time_of_day_utc.into(),
+        row.day_of_week.into(),
+        row.execution_number_today.into(),
+        row.analysis.into(),
+    ]
 }
 
 pub async fn find_by_execution_id(db: &impl ConnectionTrait, id: &str) -> Result<Option<ExecutionRow>, DbErr> {
@@ -146,4 +233,35 @@ pub async fn find_many(db: &impl ConnectionTrait, ids: &[String]) -> Result<Vec<
         );
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_that_add_up() {
+        for total in 1..=1_000usize {
+            let mut left = total;
+            let mut statements = 0;
+            while left > 0 {
+                let n = chunk_rows(left);
+                assert!(n.is_power_of_two() && n <= MAX_ROWS_PER_INSERT && n <= left, "{total}: {n} of {left}");
+                left -= n;
+                statements += 1;
+            }
+            // Full statements, then at most one of each smaller shape.
+            assert!(statements <= total / MAX_ROWS_PER_INSERT + 7, "{total} rows took {statements} statements");
+        }
+    }
+
+    #[test]
+    fn insert_text_has_one_placeholder_per_value() {
+        let sqlite = insert_sql(DbBackend::Sqlite, 3);
+        assert_eq!(sqlite.matches('?').count(), 3 * INSERT_COLUMN_COUNT);
+        assert_eq!(INSERT_COLUMNS.split(',').count(), INSERT_COLUMN_COUNT);
+        let postgres = insert_sql(DbBackend::Postgres, 2);
+        assert!(postgres.ends_with(&format!("${})", 2 * INSERT_COLUMN_COUNT)), "{postgres}");
+        assert!(!postgres.contains('?'));
+    }
 }

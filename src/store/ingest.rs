@@ -23,7 +23,7 @@ use super::{
         resolve as resolve_anomalies,
     },
     entities::{executions, workers},
-    executions::existing_ids,
+    executions::{existing_ids, insert_new as insert_executions},
     rollups::PendingRollups,
     to_micros,
 };
@@ -457,29 +457,29 @@ pub async fn write_batch(
         facts.push((worker.id, ExecutionFacts::from_report(&job.report, &scores, to_micros(job.started_at))));
         touched.entry(name.clone()).or_insert(false);
         let learning = analysis.learning.unwrap_or_default();
-        rows.push(executions::ActiveModel {
-            execution_id: Set(job.report.execution_id.clone()),
-            worker_id: Set(worker.id),
-            outcome: Set(job.outcome as i32),
-            started_at_us: Set(to_micros(job.started_at)),
-            completed_at_us: Set(to_micros(job.completed_at)),
-            duration_ms: Set(job.duration_ms),
-            received_at_us: Set(to_micros(*received_at)),
-            records_fetched: Set(job.report.data_verification.as_ref().map_or(0, |d| d.records_fetched)),
-            records_processed: Set(job.report.data_verification.as_ref().map_or(0, |d| d.records_processed)),
-            records_failed: Set(job.report.data_verification.as_ref().map_or(0, |d| d.records_failed)),
-            report: Set(job.report.encode_to_vec()),
-            score_reliability: Set(scores.reliability),
-            score_performance: Set(scores.performance),
-            score_data_quality: Set(scores.data_quality),
-            score_resource_efficiency: Set(scores.resource_efficiency),
-            score_overall: Set(scores.overall),
-            quality_level: Set(analysis.quality_level),
-            time_of_day_utc: Set(learning.time_of_day_utc as i32),
-            day_of_week: Set(learning.day_of_week as i32),
-            execution_number_today: Set(learning.execution_number_today),
-            analysis: Set(Some(analysis.encode_to_vec())),
-            ..Default::default()
+        rows.push(executions::Model {
+            id: 0,
+            execution_id: job.report.execution_id.clone(),
+            worker_id: worker.id,
+            outcome: job.outcome as i32,
+            started_at_us: to_micros(job.started_at),
+            completed_at_us: to_micros(job.completed_at),
+            duration_ms: job.duration_ms,
+            received_at_us: to_micros(*received_at),
+            records_fetched: job.report.data_verification.as_ref().map_or(0, |d| d.records_fetched),
+            records_processed: job.report.data_verification.as_ref().map_or(0, |d| d.records_processed),
+            records_failed: job.report.data_verification.as_ref().map_or(0, |d| d.records_failed),
+            report: job.report.encode_to_vec(),
+            score_reliability: scores.reliability,
+            score_performance: scores.performance,
+            score_data_quality: scores.data_quality,
+            score_resource_efficiency: scores.resource_efficiency,
+            score_overall: scores.overall,
+            quality_level: analysis.quality_level,
+            time_of_day_utc: learning.time_of_day_utc as i32,
+            day_of_week: learning.day_of_week as i32,
+            execution_number_today: learning.execution_number_today,
+            analysis: Some(analysis.encode_to_vec()),
         });
         acks[i] = Ack::Stored(Box::new(analysis));
     }
@@ -495,11 +495,7 @@ pub async fn write_batch(
     }
     rollups.save(&txn).await?;
 
-    let mut pending = rows.into_iter().peekable();
-    while pending.peek().is_some() {
-        let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK).collect();
-        executions::Entity::insert_many(chunk).exec_without_returning(&txn).await?;
-    }
+    insert_executions(&txn, rows).await?;
     // Anomalies: close what this batch's runs resolved (only where something is open), then
     // record what they opened.
     let mut resolved = Vec::new();

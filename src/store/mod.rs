@@ -222,7 +222,7 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
             .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot open {url}: {e}"))))?;
         SqlxSqliteConnector::from_sqlx_sqlite_pool(readers)
     };
-    let checkpointer = (!in_memory).then(|| Arc::new(Checkpointer::spawn(read.clone())));
+    let checkpointer = (!in_memory).then(|| Arc::new(Checkpointer::spawn(read.clone(), write.clone())));
     Ok(Store { read, write, replica: new_replica_id(), listen: None, _checkpointer: checkpointer })
 }
 
@@ -232,33 +232,77 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
 const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
 
 /// How often the checkpointer copies committed WAL pages into the database file.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Checkpoints the SQLite WAL from a reader connection, off the writer's commit path: a passive
-/// checkpoint never blocks the writer or readers, and the writer's commits no longer pay for it.
+/// Checkpoints the SQLite WAL off the writer's commit path: passive checkpoints, which never block
+/// the writer or readers, from a reader connection, and the last short pass of each round on the
+/// writer's connection between two transactions (see `spawn`), so the writer's commits no longer
+/// pay for checkpoints and the WAL restarts instead of growing.
 /// Stops when the last clone of its [`Store`] is dropped.
 #[derive(Debug)]
 struct Checkpointer(tokio::task::JoinHandle<()>);
 
 impl Checkpointer {
-    fn spawn(read: DatabaseConnection) -> Checkpointer {
+    fn spawn(read: DatabaseConnection, write: DatabaseConnection) -> Checkpointer {
         Checkpointer(tokio::spawn(async move {
             let mut every = tokio::time::interval(CHECKPOINT_INTERVAL);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
                 let started = std::time::Instant::now();
-                let checkpoint = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
-                match read.query_one_raw(checkpoint).await {
-                    Ok(_) => metrics::histogram!("runwarden_sqlite_checkpoint_seconds")
-                        .record(started.elapsed().as_secs_f64()),
+                // The writer keeps committing while a pass copies pages, so one pass rarely
+                // reaches the end of the WAL; a few more passes, each copying only what was
+                // committed during the previous one, usually do. Only a WAL checkpointed to its
+                // end is restarted (written again from its start) by the writer's next commit;
+                // otherwise it grows to WRITER_CHECKPOINT_PAGES and the writer checkpoints it
+                // inside a commit.
+                //
+                // Even then, the writer has usually begun its next transaction before the last
+                // pass ends, and a transaction that began on an unfinished checkpoint does not
+                // restart the WAL. So the last, short pass runs on the writer's own connection,
+                // between two of its transactions: it copies what the final commits added, and
+                // the next transaction starts on a fully checkpointed WAL.
+                let mut passes = 0;
+                let outcome = loop {
+                    passes += 1;
+                    match checkpoint_pass(&read).await {
+                        Ok(Some((log, done))) if done < log && passes < MAX_CHECKPOINT_PASSES => continue,
+                        Ok(_) => break checkpoint_pass(&write).await,
+                        Err(e) => break Err(e),
+                    }
+                };
+                match outcome {
+                    Ok(progress) => {
+                        if let Some((log, _)) = progress {
+                            metrics::gauge!("runwarden_sqlite_wal_frames").set(log as f64);
+                        }
+                        let caught_up = progress.is_some_and(|(log, done)| done >= log);
+                        metrics::counter!("runwarden_sqlite_checkpoints_total", "caught_up" => caught_up.to_string())
+                            .increment(1);
+                    }
                     Err(e) => {
-                        tracing::debug!(error = %e, "WAL checkpoint failed; the writer checkpoints as a fallback")
+                        tracing::debug!(error = %e, "WAL checkpoint failed; the writer checkpoints as a fallback");
                     }
                 }
+                metrics::histogram!("runwarden_sqlite_checkpoint_seconds").record(started.elapsed().as_secs_f64());
             }
         }))
     }
+}
+
+/// Most checkpoint passes in one round (see [`Checkpointer`]).
+const MAX_CHECKPOINT_PASSES: u32 = 8;
+
+/// One `PRAGMA wal_checkpoint(PASSIVE)`: the WAL's frames and how many of them are now in the
+/// database file (`None` when SQLite reports -1, as when the WAL is not in use).
+async fn checkpoint_pass(read: &DatabaseConnection) -> Result<Option<(i64, i64)>, DbErr> {
+    let checkpoint = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+    let Some(row) = read.query_one_raw(checkpoint).await? else {
+        return Ok(None);
+    };
+    let log: i64 = row.try_get_by_index(1)?;
+    let done: i64 = row.try_get_by_index(2)?;
+    Ok((log >= 0 && done >= 0).then_some((log, done)))
 }
 
 impl Drop for Checkpointer {

@@ -99,3 +99,60 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     drop(fs);
     let _ = Backend::Sqlite;
 }
+
+/// The background checkpointer copies committed pages into the database file by itself: a few
+/// rows (far below the writer's own checkpoint threshold) are found in a copy of the database
+/// file alone, without its WAL, soon after their commit and with no further write.
+#[tokio::test]
+async fn committed_rows_reach_the_database_file_without_the_writer_checkpointing() {
+    use runwarden::store::{Store, StoreOptions};
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let txn = store.begin_write().await.expect("begin");
+    txn.execute_raw(Statement::from_string(
+        DbBackend::Sqlite,
+        "INSERT INTO workers (worker_name, worker_type, first_seen_us, last_seen_us, last_outcome, run_count) \
+         VALUES ('checkpointed_worker', 'analytics', 0, 0, 1, 0)",
+    ))
+    .await
+    .expect("insert");
+    txn.commit().await.expect("commit");
+
+    let path = db.url.trim_start_matches("sqlite://").trim_end_matches("?mode=rwc").to_owned();
+    let copy = format!("{path}.copy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        std::fs::copy(&path, &copy).expect("copy the database file");
+        let alone = count_in_file_alone(&copy).await;
+        if alone == 1 || std::time::Instant::now() > deadline {
+            break alone;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(found, 1, "the committed row never reached the database file");
+    store.close().await;
+}
+
+/// Rows of `checkpointed_worker` in the SQLite file at `path`, opened on its own (no WAL beside it).
+async fn count_in_file_alone(path: &str) -> i64 {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    for stale in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{stale}"));
+    }
+    let db = Database::connect(format!("sqlite://{path}?mode=rw")).await.expect("open the copy");
+    let count = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT count(*) FROM workers WHERE worker_name = 'checkpointed_worker'",
+        ))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+        .unwrap_or(0);
+    db.close().await.ok();
+    count
+}

@@ -229,6 +229,35 @@ pub enum Shape {
     Stream(usize),
 }
 
+impl Shape {
+    /// `unary`, `stream:N` or `batch:N`.
+    pub fn parse(text: &str) -> Option<Shape> {
+        let count = |n: &str| n.parse::<usize>().ok().filter(|&n| n > 0);
+        match text.split_once(':') {
+            None if text == "unary" => Some(Shape::Unary),
+            Some(("stream", n)) => count(n).map(Shape::Stream),
+            Some(("batch", n)) => count(n).map(Shape::Batch),
+            _ => None,
+        }
+    }
+}
+
+/// `runwarden-bench load`: drives the server at `addr` and prints what it got.
+pub async fn load(addr: &str, shape: Shape, in_flight: usize, duration: Duration) {
+    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    let client =
+        ReportServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    let (reports, elapsed, latencies) = drive(client, shape, in_flight, duration).await;
+    let run = Run { name: "load".into(), reports, elapsed, latencies, server_cpu: None, peak_rss_mb: None };
+    println!(
+        "{reports} reports in {:.1} s: {:.0}/s, call p50 {} ms, p99 {} ms",
+        elapsed.as_secs_f64(),
+        run.rate(),
+        super::ms(run.quantile(0.5)),
+        super::ms(run.quantile(0.99))
+    );
+}
+
 /// Drives `client` for `duration` with `in_flight` concurrent callers.
 pub async fn drive(
     client: ReportServiceClient<Channel>,

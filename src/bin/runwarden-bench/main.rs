@@ -12,6 +12,9 @@
 //!   `overload.rs`.
 //! - `runwarden-bench soak [--seconds 600 --slice 60] [--check]`: half of the measured capacity
 //!   with heartbeats and watches, per-slice throughput, p99, RSS and errors, see `soak.rs`.
+//! - `runwarden-bench load --addr HOST:PORT [--shape unary|stream:N|batch:N --in-flight 256]`:
+//!   one ingest shape against a server that is already running, to profile it meanwhile
+//!   (`perf record -p PID`).
 
 mod guardian;
 mod ingest;
@@ -119,6 +122,19 @@ enum Bench {
         /// The server's heartbeat flush interval (`[guardian] heartbeat_flush_seconds`).
         #[arg(long, default_value_t = 2.0)]
         flush_seconds: f64,
+    },
+    /// Drives an already running server with one ingest shape (for profiling it meanwhile).
+    Load {
+        /// The server's gRPC address, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// `unary`, `stream:N` (SubmitReports, N per stream) or `batch:N` (SubmitReportBatch).
+        #[arg(long, default_value = "unary")]
+        shape: String,
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
     },
     /// The bare tonic echo server the ingest benchmark uses as the wire limit.
     EchoServer {
@@ -566,6 +582,13 @@ async fn main() {
             ingest_bench(seconds.unwrap_or(if quick { 2 } else { 10 }), postgres).await;
         }
         Bench::EchoServer { listen } => ingest::serve_echo(listen).await,
+        Bench::Load { addr, shape, in_flight, seconds } => {
+            let Some(shape) = ingest::Shape::parse(&shape) else {
+                eprintln!("--shape must be unary, stream:N or batch:N, not {shape:?}");
+                std::process::exit(2);
+            };
+            ingest::load(&addr, shape, in_flight, Duration::from_secs(seconds)).await;
+        }
         Bench::IngestAtScale { rows, seconds } => ingest_at_scale(rows, seconds).await,
         Bench::Soak { seconds, slice, check } => {
             if !soak::run(&runwarden_binary(), seconds, slice, check).await {
