@@ -36,7 +36,7 @@ const INSERT_COLUMNS: &str = "execution_id, worker_id, outcome, started_at_us, c
 const INSERT_COLUMN_COUNT: usize = 21;
 
 /// Most rows in one INSERT statement (21 parameters each: well under SQLite's 32,766).
-const MAX_ROWS_PER_INSERT: usize = 128;
+pub const MAX_ROWS_PER_INSERT: usize = 128;
 
 /// Inserts `rows` (their `id` is ignored; the database assigns it). Statements carry a power of
 /// two of rows (128, then 64, 32, … for the rest), so their text takes one of eight shapes and

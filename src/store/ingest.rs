@@ -23,7 +23,7 @@ use super::{
         resolve as resolve_anomalies,
     },
     entities::{executions, workers},
-    executions::{existing_ids, insert_new as insert_executions},
+    executions::{MAX_ROWS_PER_INSERT, existing_ids, insert_new as insert_executions},
     rollups::PendingRollups,
     to_micros,
 };
@@ -412,7 +412,12 @@ pub async fn write_batch(
     let mut recent: HashMap<i64, Vec<RunSample>> = HashMap::new();
     let mut book = AnomalyBook::default();
     let mut schedules: HashMap<i64, Option<Schedule>> = HashMap::new();
-    let mut rows = Vec::with_capacity(new_indices.len());
+    // Executions go to SQLite (or PostgreSQL) in statements of MAX_ROWS_PER_INSERT while the
+    // next rows are computed: the statement runs on the connection's own thread, so the two
+    // overlap instead of taking turns. At most one statement is in flight; it is awaited before
+    // anything else uses the transaction.
+    let mut rows = Vec::with_capacity(new_indices.len().min(MAX_ROWS_PER_INSERT));
+    let mut inserting: Option<InFlight<'_>> = None;
     let mut facts = Vec::with_capacity(new_indices.len());
     for &i in &new_indices {
         let (job, received_at) = &jobs[i];
@@ -420,6 +425,9 @@ pub async fn write_batch(
         let worker = match worker_rows.get_mut(name) {
             Some(worker) => worker,
             None => {
+                if let Some(statement) = inserting.take() {
+                    statement.await?;
+                }
                 let inserted = workers::ActiveModel {
                     worker_name: Set(name.clone()),
                     worker_type: Set(job.report.worker_type.clone()),
@@ -482,7 +490,19 @@ pub async fn write_batch(
             analysis: Some(analysis.encode_to_vec()),
         });
         acks[i] = Ack::Stored(Box::new(analysis));
+        if rows.len() == MAX_ROWS_PER_INSERT {
+            if let Some(statement) = inserting.take() {
+                statement.await?;
+            }
+            let full = std::mem::replace(&mut rows, Vec::with_capacity(MAX_ROWS_PER_INSERT));
+            inserting = Some(start(insert_executions(&txn, full)));
+        }
     }
+    if let Some(statement) = inserting.take() {
+        statement.await?;
+    }
+    drop(inserting);
+    insert_executions(&txn, rows).await?;
 
     // Rollups fold the runs in storage order, as a rebuild does, so both give identical rows.
     let mut keys: Vec<_> =
@@ -495,7 +515,6 @@ pub async fn write_batch(
     }
     rollups.save(&txn).await?;
 
-    insert_executions(&txn, rows).await?;
     // Anomalies: close what this batch's runs resolved (only where something is open), then
     // record what they opened.
     let mut resolved = Vec::new();
@@ -560,6 +579,20 @@ pub async fn write_batch(
     super::notify::send(&txn, store.replica(), &stored, &health_changes).await?;
     txn.commit().await?;
     Ok(Written { acks, health_changes })
+}
+
+/// A statement sent to the database and not yet awaited.
+type InFlight<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DbErr>> + Send + 'a>>;
+
+/// Polls `statement` once, which sends it to the connection (sqlx runs SQLite on its own thread,
+/// and PostgreSQL on the server), and returns it to be awaited after other work.
+fn start<'a>(statement: impl std::future::Future<Output = Result<(), DbErr>> + Send + 'a) -> InFlight<'a> {
+    use futures::FutureExt;
+    let mut statement: InFlight<'a> = Box::pin(statement);
+    match (&mut statement).now_or_never() {
+        Some(done) => Box::pin(std::future::ready(done)),
+        None => statement,
+    }
 }
 
 /// Loads the rows of the workers that `new_indices` report for, locked on PostgreSQL so that

@@ -15,7 +15,8 @@ use crate::{
 backend_tests!(
     batch_stores_the_good_and_reports_the_bad,
     stream_of_thousands_is_stored_exactly_once,
-    batch_faces_agree
+    batch_faces_agree,
+    workers_first_seen_late_in_a_large_batch_are_created
 );
 
 async fn stored_ids(app: &TestApp) -> HashSet<String> {
@@ -104,4 +105,70 @@ async fn batch_faces_agree(backend: Backend) {
     assert_eq!(summary["duplicates"], Value::from("0"));
     assert_eq!(summary["rejected"][0]["index"], Value::from("1"));
     assert_eq!(summary["rejected"][0]["violations"][0]["field"], Value::from("duration_ms"));
+}
+
+/// One writer transaction of 700 reports in which new workers first appear after several full
+/// INSERT statements have been sent (the writer inserts executions while it scores the next ones,
+/// and must finish that statement before it creates a worker): everything is stored once, under the
+/// right worker, with the right run counts.
+async fn workers_first_seen_late_in_a_large_batch_are_created(backend: Backend) {
+    use runwarden::{
+        domain::{scoring::ScoringConfig, validation::validate_report},
+        store::{
+            Store, StoreOptions,
+            ingest::{Ack, write_batch},
+        },
+    };
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let db = crate::helpers::TestDatabase::create(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let now = chrono::Utc::now();
+    let jobs: Vec<_> = (0..700i64)
+        .map(|i| {
+            // Worker "early" from the start; "late_1" from report 200, "late_2" from report 450.
+            let worker = match i {
+                0..200 => "early_worker".to_owned(),
+                _ if i % 2 == 0 && i < 450 => "late_worker_1".to_owned(),
+                _ if i % 2 == 0 => "late_worker_2".to_owned(),
+                _ => "early_worker".to_owned(),
+            };
+            let valid = validate_report(Some(report_at(&worker, 7000 - i)), now).expect("valid");
+            (valid, now)
+        })
+        .collect();
+    let written = write_batch(&store, &ScoringConfig::default(), &jobs).await.expect("write");
+    assert!(written.acks.iter().all(|a| matches!(a, Ack::Stored(_))), "every report is new");
+
+    let counts: Vec<(String, i64, i64)> = store
+        .reader()
+        .query_all_raw(Statement::from_string(
+            store.backend(),
+            "SELECT w.worker_name, w.run_count, (SELECT count(*) FROM executions e WHERE e.worker_id = w.id) \
+             FROM workers w ORDER BY w.worker_name",
+        ))
+        .await
+        .expect("counts")
+        .iter()
+        .map(|row| {
+            (
+                row.try_get_by_index::<String>(0).expect("name"),
+                row.try_get_by_index::<i64>(1).expect("runs"),
+                row.try_get_by_index::<i64>(2).expect("stored"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("early_worker".to_owned(), 450, 450),
+            ("late_worker_1".to_owned(), 125, 125),
+            ("late_worker_2".to_owned(), 125, 125)
+        ]
+    );
+    // The same batch again: all duplicates, nothing changes.
+    let again = write_batch(&store, &ScoringConfig::default(), &jobs).await.expect("write again");
+    assert!(again.acks.iter().all(|a| matches!(a, Ack::Duplicate)));
+    store.close().await;
 }
