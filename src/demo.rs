@@ -228,8 +228,10 @@ pub fn histories(now: DateTime<Utc>, days: u32) -> Vec<ExecutionReport> {
     let day = now.duration_trunc(TimeDelta::days(1)).unwrap_or(now);
     let hours = i64::from(days) * 24;
     let mut reports = Vec::new();
-    // The latest finished run carries the anomalies the dashboard shows as open; this hour's run
-    // (at :05, under two minutes even when it spikes) is finished 7 minutes into the hour.
+    // The latest analytics run carries the anomalies the dashboard shows as open; this hour's run
+    // (at :05, under two minutes even when it spikes) is finished 7 minutes into the hour. Before
+    // that the latest is the previous hour's, and this hour's is left out even if it has already
+    // finished (a short normal run at :06 would resolve the spike).
     let latest_hour = if hour + TimeDelta::minutes(7) <= now { 0 } else { 1 };
     // The daily intel run (04:00, about ten minutes) that is the latest to have finished: today's,
     // or before it has run, yesterday's (its silent success must be the latest run either way).
@@ -238,7 +240,10 @@ pub fn histories(now: DateTime<Utc>, days: u32) -> Vec<ExecutionReport> {
     for h in (0..hours).rev() {
         let slot = hour - TimeDelta::hours(h);
         let latest = h == latest_hour;
-        reports.push(analytics_flush(&mut rng, slot, h, latest));
+        let analytics = analytics_flush(&mut rng, slot, h, latest);
+        if h >= latest_hour {
+            reports.push(analytics);
+        }
         if h >= SILENT_FOR_HOURS {
             reports.push(coach_cleanup(&mut rng, slot));
         }
@@ -247,7 +252,11 @@ pub fn histories(now: DateTime<Utc>, days: u32) -> Vec<ExecutionReport> {
     for d in (0..i64::from(days)).rev() {
         let midnight = day - TimeDelta::days(d);
         reports.push(clip_radar_recap(&mut rng, midnight, d));
-        reports.push(intel_daily(&mut rng, midnight, d - latest_day));
+        // Before 04:12 today's run is left out even if it has already finished.
+        let daily = intel_daily(&mut rng, midnight, d - latest_day);
+        if d >= latest_day {
+            reports.push(daily);
+        }
     }
     for m in (1..=GUARDIAN_HISTORY_MINUTES).rev() {
         reports.push(guardian_tick(&mut rng, now - TimeDelta::minutes(m), m));
@@ -543,6 +552,38 @@ mod tests {
             a.windows(2)
                 .all(|w| w[0].started_at.as_ref().map(|t| t.seconds) <= w[1].started_at.as_ref().map(|t| t.seconds))
         );
+    }
+
+    #[test]
+    fn the_latest_analytics_run_is_the_spike_at_every_minute_of_the_hour() {
+        for minute in 0..60 {
+            for second in [0, 30, 59] {
+                let at = now().duration_trunc(TimeDelta::hours(1)).unwrap()
+                    + TimeDelta::minutes(minute)
+                    + TimeDelta::seconds(second);
+                let latest = histories(at, 2)
+                    .into_iter()
+                    .filter(|r| r.worker_name == "analytics_flush_worker")
+                    .max_by_key(|r| r.started_at.as_ref().map(|t| t.seconds))
+                    .expect("an analytics run");
+                assert!(latest.duration_ms > Some(40_000), "at {at}: latest run {:?} ms", latest.duration_ms);
+            }
+        }
+    }
+
+    #[test]
+    fn the_latest_daily_intel_run_is_the_silent_success_around_its_run_time() {
+        let midnight = now().duration_trunc(TimeDelta::days(1)).unwrap();
+        for minute in (3 * 60 + 55)..(4 * 60 + 20) {
+            let at = midnight + TimeDelta::minutes(minute);
+            let latest = histories(at, 3)
+                .into_iter()
+                .filter(|r| r.worker_name == "intel_aggregation_daily")
+                .max_by_key(|r| r.started_at.as_ref().map(|t| t.seconds))
+                .expect("a daily run");
+            let fetched = latest.data_verification.map_or(0, |d| d.records_fetched);
+            assert!(fetched < 1_000, "at {at}: the latest daily run fetched {fetched}");
+        }
     }
 
     #[test]
