@@ -45,8 +45,8 @@ use crate::{
     proto::v1::{Analysis, Execution, Outcome, WorkerHealth as ProtoHealth, WorkerHealthChange},
 };
 
-/// Rows per INSERT statement: well under SQLite's and PostgreSQL's bound-parameter limits.
-const INSERT_CHUNK: usize = 200;
+/// Worker rows per upsert statement: well under SQLite's and PostgreSQL's bound-parameter limits.
+const WORKER_UPSERT_CHUNK: usize = 100;
 
 /// What happened to one submitted report.
 #[derive(Debug, Clone, PartialEq)]
@@ -425,9 +425,7 @@ pub async fn write_batch(
         let worker = match worker_rows.get_mut(name) {
             Some(worker) => worker,
             None => {
-                if let Some(statement) = inserting.take() {
-                    statement.await?;
-                }
+                settle(&mut inserting).await?;
                 let inserted = workers::ActiveModel {
                     worker_name: Set(name.clone()),
                     worker_type: Set(job.report.worker_type.clone()),
@@ -491,16 +489,12 @@ pub async fn write_batch(
         });
         acks[i] = Ack::Stored(Box::new(analysis));
         if rows.len() == MAX_ROWS_PER_INSERT {
-            if let Some(statement) = inserting.take() {
-                statement.await?;
-            }
+            settle(&mut inserting).await?;
             let full = std::mem::replace(&mut rows, Vec::with_capacity(MAX_ROWS_PER_INSERT));
             inserting = Some(start(insert_executions(&txn, full)));
         }
     }
-    if let Some(statement) = inserting.take() {
-        statement.await?;
-    }
+    settle(&mut inserting).await?;
     drop(inserting);
     insert_executions(&txn, rows).await?;
 
@@ -563,7 +557,7 @@ pub async fn write_batch(
             workers::Column::iter().filter(|c| !matches!(c, workers::Column::Id)).collect();
         let mut pending = touched_rows.into_iter().peekable();
         while pending.peek().is_some() {
-            let chunk: Vec<_> = pending.by_ref().take(INSERT_CHUNK / 2).collect();
+            let chunk: Vec<_> = pending.by_ref().take(WORKER_UPSERT_CHUNK).collect();
             workers::Entity::insert_many(chunk)
                 .on_conflict(OnConflict::column(workers::Column::Id).update_columns(values.iter().copied()).to_owned())
                 .exec_without_returning(&txn)
@@ -592,6 +586,14 @@ fn start<'a>(statement: impl std::future::Future<Output = Result<(), DbErr>> + S
     match (&mut statement).now_or_never() {
         Some(done) => Box::pin(std::future::ready(done)),
         None => statement,
+    }
+}
+
+/// Waits for the statement in flight, if any, so the transaction is free for the next one.
+async fn settle(in_flight: &mut Option<InFlight<'_>>) -> Result<(), DbErr> {
+    match in_flight.take() {
+        Some(statement) => statement.await,
+        None => Ok(()),
     }
 }
 
