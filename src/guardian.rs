@@ -37,6 +37,8 @@ const SNAPSHOT_RETENTION: TimeDelta = TimeDelta::days(7);
 const KNOWN_TTL: TimeDelta = TimeDelta::minutes(5);
 /// The known-stream cache is emptied of expired entries when it grows past this.
 const KNOWN_PRUNE_AT: usize = 200_000;
+/// At most this many ids in one [`Guardian::heartbeat_batch`].
+pub const MAX_HEARTBEAT_BATCH: usize = 10_000;
 /// The worker name the guardian reports its ticks as.
 pub const GUARDIAN_WORKER: &str = "sse_guardian";
 
@@ -54,6 +56,56 @@ pub struct Guardian {
     /// write never revives an ended stream).
     known: std::sync::Mutex<HashMap<String, (TrackedStream, DateTime<Utc>)>>,
     status: watch::Sender<GuardianStatus>,
+}
+
+/// What [`Guardian::heartbeat_batch`] did.
+#[derive(Debug)]
+pub struct HeartbeatBatch {
+    pub accepted: u64,
+    pub refused: Vec<RefusedBeat>,
+    /// When the accepted streams turn stale unless heartbeated again.
+    pub stale_at: DateTime<Utc>,
+}
+
+/// One id of a batch that was not accepted.
+#[derive(Debug)]
+pub struct RefusedBeat {
+    /// Its position in the request.
+    pub index: usize,
+    pub stream_id: String,
+    pub refusal: BeatRefusal,
+}
+
+/// Why a heartbeat was refused: the stream is unknown here, or the rules refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeatRefusal {
+    /// Never opened, or cleaned up since.
+    Unknown,
+    Refused(HeartbeatRefusal),
+}
+
+impl BeatRefusal {
+    /// The reason as a client reads it; the client must open a new stream in every case.
+    pub fn message(self, stream_id: &str) -> String {
+        match self {
+            BeatRefusal::Unknown => format!("stream {stream_id:?} is unknown or was cleaned up; open a new one"),
+            BeatRefusal::Refused(HeartbeatRefusal::Closed) => {
+                format!("stream {stream_id:?} is closed; open a new one")
+            }
+            BeatRefusal::Refused(HeartbeatRefusal::Orphaned) => {
+                format!("stream {stream_id:?} was declared orphaned; open a new one")
+            }
+        }
+    }
+
+    /// A one-word reason for the batch reply: `unknown`, `closed` or `orphaned`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BeatRefusal::Unknown => "unknown",
+            BeatRefusal::Refused(HeartbeatRefusal::Closed) => "closed",
+            BeatRefusal::Refused(HeartbeatRefusal::Orphaned) => "orphaned",
+        }
+    }
 }
 
 fn state_to_proto(state: StreamState) -> pb::StreamState {
@@ -179,25 +231,72 @@ impl Guardian {
 
     /// Accepts a heartbeat (buffered; written within the flush interval).
     pub async fn heartbeat(&self, stream_id: &str) -> Result<DateTime<Utc>, Error> {
-        let gone = || Error::NotFound(format!("stream {stream_id:?} is unknown or was cleaned up; open a new one"));
         let now = self.now();
-        let mut stream = match self.known_stream(stream_id, now) {
-            Some(stream) => stream,
-            None => {
-                let stream = streams::find(self.store.reader(), stream_id).await?.ok_or_else(gone)?.to_domain();
+        let stream = match self.known_stream(stream_id, now) {
+            Some(stream) => Some(stream),
+            None => streams::find(self.store.reader(), stream_id).await?.map(|row| {
+                let stream = row.to_domain();
                 self.remember(&stream, now);
                 stream
-            }
+            }),
         };
+        self.accept_heartbeat(stream_id, stream, now).map_err(|refusal| Error::NotFound(refusal.message(stream_id)))
+    }
+
+    /// Accepts heartbeats for many streams at once; one refused id never refuses the others.
+    /// Streams this replica does not know yet are read in one query, not one per id.
+    pub async fn heartbeat_batch(&self, stream_ids: &[String]) -> Result<HeartbeatBatch, Error> {
+        if stream_ids.is_empty() || stream_ids.len() > MAX_HEARTBEAT_BATCH {
+            return Err(Error::invalid(
+                "stream_ids",
+                format!("must hold 1 to {MAX_HEARTBEAT_BATCH} ids, got {}", stream_ids.len()),
+            ));
+        }
+        let now = self.now();
+        let mut known: HashMap<&str, TrackedStream> = HashMap::with_capacity(stream_ids.len());
+        let mut missing = Vec::new();
+        for id in stream_ids {
+            if known.contains_key(id.as_str()) {
+                continue;
+            }
+            match self.known_stream(id, now) {
+                Some(stream) => {
+                    known.insert(id, stream);
+                }
+                None => missing.push(id.as_str()),
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        for row in streams::find_many(self.store.reader(), &missing).await? {
+            let stream = row.to_domain();
+            self.remember(&stream, now);
+            if let Some(id) = missing.iter().find(|id| **id == stream.stream_id) {
+                known.insert(id, stream);
+            }
+        }
+        let mut batch = HeartbeatBatch { accepted: 0, refused: Vec::new(), stale_at: now + self.config.stale_after };
+        for (index, id) in stream_ids.iter().enumerate() {
+            match self.accept_heartbeat(id, known.get(id.as_str()).cloned(), now) {
+                Ok(_) => batch.accepted += 1,
+                Err(refusal) => batch.refused.push(RefusedBeat { index, stream_id: id.clone(), refusal }),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The heartbeat rules on a stream as known here (`None`: unknown), buffering the accepted beat.
+    fn accept_heartbeat(
+        &self,
+        stream_id: &str,
+        stream: Option<TrackedStream>,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, BeatRefusal> {
+        let mut stream = stream.ok_or(BeatRefusal::Unknown)?;
         if let Some(beat) = self.buffered(stream_id) {
             stream.last_heartbeat = stream.last_heartbeat.max(from_micros(beat));
         }
-        guardian::heartbeat(&mut stream, now, &self.config).map_err(|refusal| match refusal {
-            HeartbeatRefusal::Closed => Error::NotFound(format!("stream {stream_id:?} is closed; open a new one")),
-            HeartbeatRefusal::Orphaned => {
-                Error::NotFound(format!("stream {stream_id:?} was declared orphaned; open a new one"))
-            }
-        })?;
+        guardian::heartbeat(&mut stream, now, &self.config).map_err(BeatRefusal::Refused)?;
         if let Ok(mut buffer) = self.heartbeats.lock() {
             let at = to_micros(stream.last_heartbeat);
             let slot = buffer.entry(stream_id.to_owned()).or_insert(at);
@@ -307,17 +406,20 @@ impl Guardian {
     /// Writes the buffered heartbeats in one transaction.
     pub async fn flush_heartbeats(&self) -> Result<usize, Error> {
         let beats = match self.heartbeats.lock() {
-            Ok(mut buffer) => std::mem::take(&mut *buffer),
+            Ok(buffer) if buffer.is_empty() => return Ok(0),
+            Ok(buffer) => buffer.clone(),
             Err(_) => return Ok(0),
         };
-        if beats.is_empty() {
-            return Ok(0);
-        }
         let waited = Instant::now();
         let txn = self.store.begin_write().await?;
         let started = Instant::now();
         streams::apply_heartbeats(&txn, &beats).await?;
         txn.commit().await?;
+        // Only now, durable, do they leave the buffer (a tick meanwhile still merges them); a newer
+        // beat that arrived during the write stays for the next flush.
+        if let Ok(mut buffer) = self.heartbeats.lock() {
+            buffer.retain(|id, at| beats.get(id).is_none_or(|written| *at > *written));
+        }
         metrics::histogram!("runwarden_guardian_flush_wait_seconds").record((started - waited).as_secs_f64());
         metrics::histogram!("runwarden_guardian_flush_seconds").record(started.elapsed().as_secs_f64());
         Ok(beats.len())
@@ -389,7 +491,8 @@ impl Guardian {
 
     async fn tick(&self, now: DateTime<Utc>) -> Result<Option<(GuardianTick, GuardianStatus)>, Error> {
         let started = Instant::now();
-        self.flush_heartbeats().await?;
+        // Heartbeats not yet flushed are merged in memory below, so the tick does not wait for
+        // the flush (its own job, on its own interval).
         let txn = self.store.begin_write().await?;
         if !crate::store::try_singleton_lock(&txn, TICK_LOCK_KEY).await? {
             txn.commit().await?;
@@ -412,7 +515,18 @@ impl Guardian {
             rows.iter().filter(|r| r.state == healthy && r.last_heartbeat_us >= fresh_since).count() as u64;
         let previous: HashMap<String, StreamState> =
             rows.iter().filter_map(|r| streams::state_from_code(r.state).map(|s| (r.stream_id.clone(), s))).collect();
-        let tracked: Vec<TrackedStream> = rows.iter().map(streams::StreamRow::to_domain).collect();
+        let tracked: Vec<TrackedStream> = {
+            let buffered = self.heartbeats.lock().ok();
+            rows.iter()
+                .map(|row| {
+                    let mut stream = row.to_domain();
+                    if let Some(beat) = buffered.as_ref().and_then(|b| b.get(&row.stream_id)) {
+                        stream.last_heartbeat = stream.last_heartbeat.max(from_micros(*beat));
+                    }
+                    stream
+                })
+                .collect()
+        };
         let tick = guardian::with_untouched_healthy(
             guardian::classify(&tracked, &previous, now, &self.config),
             fresh.saturating_sub(loaded_fresh),

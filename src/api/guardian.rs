@@ -13,9 +13,10 @@ use crate::{
     error::Error,
     guardian::Guardian,
     proto::v1::{
-        CloseStreamRequest, GetGuardianStatusRequest, GuardianStatus, HealthEvent, HeartbeatRequest, HeartbeatResponse,
-        ListStreamsRequest, ListStreamsResponse, OpenStreamRequest, StreamState as PbState, TrackedStream,
-        WatchHealthRequest, guardian_service_server::GuardianService, health_event,
+        CloseStreamRequest, GetGuardianStatusRequest, GuardianStatus, HealthEvent, HeartbeatBatchRequest,
+        HeartbeatBatchResponse, HeartbeatRequest, HeartbeatResponse, ListStreamsRequest, ListStreamsResponse,
+        OpenStreamRequest, RefusedHeartbeat, StreamState as PbState, TrackedStream, WatchHealthRequest,
+        guardian_service_server::GuardianService, health_event,
     },
     store::ingest::Ingest,
 };
@@ -76,6 +77,26 @@ impl GuardianApi {
         observe("Heartbeat", async {
             let stale_at = self.guardian.heartbeat(&request.stream_id).await?;
             Ok(HeartbeatResponse { stale_at: Some(crate::domain::validation::to_timestamp(stale_at)) })
+        })
+        .await
+    }
+
+    pub async fn heartbeat_batch(&self, request: HeartbeatBatchRequest) -> Result<HeartbeatBatchResponse, Error> {
+        observe("HeartbeatBatch", async {
+            let batch = self.guardian.heartbeat_batch(&request.stream_ids).await?;
+            Ok(HeartbeatBatchResponse {
+                accepted: batch.accepted as i64,
+                refused: batch
+                    .refused
+                    .into_iter()
+                    .map(|r| RefusedHeartbeat {
+                        index: r.index as i64,
+                        reason: r.refusal.as_str().to_owned(),
+                        stream_id: r.stream_id,
+                    })
+                    .collect(),
+                stale_at: Some(crate::domain::validation::to_timestamp(batch.stale_at)),
+            })
         })
         .await
     }
@@ -186,6 +207,13 @@ impl GuardianService for GuardianApi {
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         Ok(Response::new(GuardianApi::heartbeat(self, request.into_inner()).await?))
+    }
+
+    async fn heartbeat_batch(
+        &self,
+        request: Request<HeartbeatBatchRequest>,
+    ) -> Result<Response<HeartbeatBatchResponse>, Status> {
+        Ok(Response::new(GuardianApi::heartbeat_batch(self, request.into_inner()).await?))
     }
 
     async fn close_stream(&self, request: Request<CloseStreamRequest>) -> Result<Response<TrackedStream>, Status> {

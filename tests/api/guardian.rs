@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use runwarden::api::Clock;
 use runwarden::proto::v1::{
-    CloseStreamRequest, Execution, GetGuardianStatusRequest, GuardianStatus, HealthEvent, HeartbeatRequest,
-    ListExecutionsRequest, ListStreamsRequest, OpenStreamRequest, QualityLevel, StreamState, WatchExecutionsRequest,
-    WatchHealthRequest, WorkerHealth, guardian_service_client::GuardianServiceClient, health_event,
+    CloseStreamRequest, Execution, GetGuardianStatusRequest, GuardianStatus, HealthEvent, HeartbeatBatchRequest,
+    HeartbeatRequest, ListExecutionsRequest, ListStreamsRequest, OpenStreamRequest, QualityLevel, StreamState,
+    WatchExecutionsRequest, WatchHealthRequest, WorkerHealth, guardian_service_client::GuardianServiceClient,
+    health_event,
 };
 use serde_json::Value;
 use tonic::Code;
@@ -23,6 +25,7 @@ backend_tests!(
     watches_deliver_live_over_grpc_and_grpc_web,
     a_disconnected_watcher_leaves_no_open_stream,
     opening_validates_and_rest_shows_the_guardian,
+    heartbeat_batches_keep_the_live_and_list_the_rest,
 );
 
 fn client(app: &TestApp) -> GuardianServiceClient<tonic::transport::Channel> {
@@ -97,6 +100,59 @@ async fn streams_go_healthy_stale_orphaned_cleaned(backend: Backend) {
     assert!(left.streams.is_empty());
     let gone = client(&app).heartbeat(HeartbeatRequest { stream_id: c }).await.expect_err("cleaned");
     assert_eq!(gone.code(), Code::NotFound);
+}
+
+async fn heartbeat_batches_keep_the_live_and_list_the_rest(backend: Backend) {
+    let clock = ManualClock::starting_now();
+    let app = spawn_app_with_clock(TestDatabase::create(backend).await, |_| {}, clock.clone()).await;
+    let live = open(&app, "generation", "asset-service").await;
+    let quiet = open(&app, "coach_start", "coach").await;
+    let closed = open(&app, "profile_start", "profiles").await;
+    client(&app)
+        .close_stream(CloseStreamRequest { stream_id: closed.clone(), reason: "done".into() })
+        .await
+        .expect("close");
+    tick(&app).await;
+
+    clock.advance(20);
+    let ids = vec![live.clone(), closed.clone(), "never-opened".to_owned(), live.clone()];
+    let reply = client(&app)
+        .heartbeat_batch(HeartbeatBatchRequest { stream_ids: ids })
+        .await
+        .expect("a batch with refused ids still succeeds")
+        .into_inner();
+    assert_eq!(reply.accepted, 2, "{reply:?}");
+    let refused: Vec<(i64, &str, &str)> =
+        reply.refused.iter().map(|r| (r.index, r.stream_id.as_str(), r.reason.as_str())).collect();
+    assert_eq!(refused, [(1, closed.as_str(), "closed"), (2, "never-opened", "unknown")]);
+    let stale_at = reply.stale_at.expect("stale_at");
+    assert_eq!(stale_at.seconds, clock.now().timestamp() + 30, "stale 30 s after the beat");
+
+    // The tick reads the beats not yet flushed: the batched stream stays healthy, the quiet one
+    // goes stale, and the beats are still waiting for the flush afterwards.
+    clock.advance(15);
+    let status = tick(&app).await;
+    assert_eq!((status.active_streams, status.healthy_streams, status.stale_streams), (2, 1, 1), "{status:?}");
+    assert_eq!(app.guardian.flush_heartbeats().await.expect("flush"), 1, "the tick did not flush");
+    assert_eq!(app.guardian.flush_heartbeats().await.expect("flush"), 0, "flushed beats leave the buffer");
+    let healthy = client(&app)
+        .list_streams(ListStreamsRequest { state: StreamState::Healthy as i32, ..Default::default() })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(healthy.streams.iter().map(|s| s.stream_id.as_str()).collect::<Vec<_>>(), [live.as_str()]);
+    let stale = client(&app)
+        .list_streams(ListStreamsRequest { state: StreamState::Stale as i32, ..Default::default() })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(stale.streams.iter().map(|s| s.stream_id.as_str()).collect::<Vec<_>>(), [quiet.as_str()]);
+
+    for (ids, why) in [(vec![], "empty"), (vec![live.clone(); 10_001], "over 10,000")] {
+        let error = client(&app).heartbeat_batch(HeartbeatBatchRequest { stream_ids: ids }).await.expect_err(why);
+        assert_eq!(error.code(), Code::InvalidArgument, "{why}");
+        assert!(error.message().contains("stream_ids"), "{why}: {}", error.message());
+    }
 }
 
 async fn guardian_reports_itself_as_sse_guardian(backend: Backend) {

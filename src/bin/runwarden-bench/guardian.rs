@@ -2,18 +2,22 @@
 //! SQLite file, tick every `--tick-seconds`) tracks `--streams` streams opened over gRPC; the bench
 //! then measures, in one run:
 //! - report ingest alone (unary, 64 in flight) — the baseline;
-//! - the same ingest while `--heartbeats` heartbeats per second go to random streams, with the
-//!   heartbeat latency p50/p99;
+//! - the same ingest while `--heartbeats` heartbeats per second go to random streams, one Heartbeat
+//!   call each, with the heartbeat latency p50/p99;
+//! - the same again with the heartbeats sent as HeartbeatBatch calls of `--batch` ids (as a process
+//!   holding many streams sends them), the same number per second;
 //! - every guardian tick's duration over 100 k streams (from GetGuardianStatus), and the server's
 //!   peak RSS.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use runwarden::proto::v1::{
-    GetGuardianStatusRequest, HeartbeatRequest, OpenStreamRequest, guardian_service_client::GuardianServiceClient,
+    GetGuardianStatusRequest, HeartbeatBatchRequest, HeartbeatRequest, OpenStreamRequest,
+    guardian_service_client::GuardianServiceClient,
 };
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
@@ -26,7 +30,15 @@ use super::{
 
 const TYPES: [&str; 5] = ["generation", "coach_start", "coach_continue", "profile_start", "profile_continue"];
 
-pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_seconds: f64, flush_seconds: f64) {
+pub async fn run(
+    streams: usize,
+    heartbeats_per_sec: u64,
+    batch: usize,
+    rounds: usize,
+    seconds: u64,
+    tick_seconds: f64,
+    flush_seconds: f64,
+) {
     let dir = tempfile_dir();
     let url = format!("sqlite://{}/guardian.db?mode=rwc", dir.display());
     let config = dir.join("runwarden.toml");
@@ -68,37 +80,74 @@ pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_sec
     let ticks = Arc::new(Mutex::new(Vec::new()));
     let watcher =
         tokio::spawn(collect_ticks(guardian.clone(), ticks.clone(), Duration::from_secs_f64(tick_seconds / 4.0)));
-    let (machine0, client0) = (machine_busy_cores_ticks(), own_cpu_seconds());
-    let alone = measure("ingest alone", &server, Shape::Unary, 64, window).await;
-    let (machine1, client1) = (machine_busy_cores_ticks(), own_cpu_seconds());
+    // Ingest alone brackets every loaded phase (A U A B A …): the rate of one 10-second phase
+    // drifts by ±10 % on this machine whatever else runs, so each loaded phase is compared with
+    // the mean of the two baseline phases around it.
     let ids = Arc::new(ids);
-    let beats = tokio::spawn(heartbeat_load(
-        guardian.clone(),
-        ids.clone(),
-        heartbeats_per_sec,
-        window + Duration::from_millis(600),
-    ));
-    let loaded = measure("ingest + heartbeats", &server, Shape::Unary, 64, window).await;
-    let (sent, latencies) = beats.await.expect("heartbeat task");
-    let (machine2, client2) = (machine_busy_cores_ticks(), own_cpu_seconds());
+    let load_window = window + Duration::from_millis(600);
+    let mut phases = vec![measure_phase("ingest alone", &server, window, None).await];
+    for _ in 0..rounds.max(1) {
+        for per_call in [1, batch] {
+            let beats =
+                tokio::spawn(heartbeat_load(guardian.clone(), ids.clone(), heartbeats_per_sec, per_call, load_window));
+            let how = if per_call == 1 {
+                "one Heartbeat call each".to_owned()
+            } else {
+                format!("HeartbeatBatch of {per_call}")
+            };
+            phases.push(measure_phase(&how, &server, window, Some(beats)).await);
+            phases.push(measure_phase("ingest alone", &server, window, None).await);
+        }
+    }
     watcher.abort();
     let ticks = ticks.lock().await.clone();
 
     println!();
+    println!(
+        "| phase | ingest reports/s (p99 ms) | vs. the baselines around it | server CPU | bench client CPU | machine busy (cores) | heartbeats/s | call p50 / p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut ratios: HashMap<String, Vec<f64>> = HashMap::new();
+    for (i, phase) in phases.iter().enumerate() {
+        let vs = match (&phase.beats, phases.get(i.wrapping_sub(1)), phases.get(i + 1)) {
+            (Some(_), Some(before), Some(after)) => {
+                let ratio = phase.run.rate() / ((before.run.rate() + after.run.rate()) / 2.0);
+                ratios.entry(phase.name.clone()).or_default().push(ratio);
+                format!("{ratio:.3}")
+            }
+            _ => "-".to_owned(),
+        };
+        let beats = phase.beats.as_ref().map_or(("-".to_owned(), "-".to_owned()), |b| {
+            (format!("{:.0}", b.rate()), format!("{} / {}", ms(b.quantile(0.5)), ms(b.quantile(0.99))))
+        });
+        println!(
+            "| {} | {:.0} ({}) | {vs} | {} | {:.2} | {:.2} | {} | {} |",
+            phase.name,
+            phase.run.rate(),
+            ms(phase.run.quantile(0.99)),
+            phase.run.server_cpu.map_or("-".to_owned(), |c| format!("{c:.2}")),
+            phase.client_cores,
+            phase.machine_cores,
+            beats.0,
+            beats.1,
+        );
+    }
+    println!();
     println!("| figure | value |");
     println!("|---|---|");
     println!("| streams tracked | {} |", ids.len());
-    report_ingest(&alone, &loaded);
-    let heartbeat_run = Run {
-        name: "heartbeats".into(),
-        reports: sent,
-        elapsed: window + Duration::from_millis(600),
-        latencies,
-        server_cpu: None,
-        peak_rss_mb: None,
-    };
-    println!("| heartbeats/s achieved (target {heartbeats_per_sec}) | {:.0} |", heartbeat_run.rate());
-    println!("| heartbeat p50 / p99 ms | {} / {} |", ms(heartbeat_run.quantile(0.5)), ms(heartbeat_run.quantile(0.99)));
+    let mut names: Vec<_> = ratios.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let mut values = ratios[&name].clone();
+        values.sort_by(f64::total_cmp);
+        println!(
+            "| ingest with / without heartbeats ({name}): worst / median of {} | {:.3} / {:.3} |",
+            values.len(),
+            values[0],
+            values[values.len() / 2]
+        );
+    }
     let mut tick_ms = ticks;
     tick_ms.sort_by(f64::total_cmp);
     let q = |p: f64| tick_ms.get(((tick_ms.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(0.0);
@@ -129,31 +178,52 @@ pub async fn run(streams: usize, heartbeats_per_sec: u64, seconds: u64, tick_sec
             }
         }
     }
-    let secs = |run: &Run| run.elapsed.as_secs_f64();
-    println!(
-        "| bench client CPU, cores: alone / with heartbeats | {:.2} / {:.2} |",
-        (client1 - client0) / secs(&alone),
-        (client2 - client1) / secs(&loaded)
-    );
-    println!(
-        "| whole machine busy, cores: alone / with heartbeats | {:.2} / {:.2} |",
-        (machine1 - machine0) / 100.0 / secs(&alone),
-        (machine2 - machine1) / 100.0 / secs(&loaded)
-    );
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn report_ingest(alone: &Run, loaded: &Run) {
-    println!("| ingest alone, reports/s (p99 ms) | {:.0} ({}) |", alone.rate(), ms(alone.quantile(0.99)));
-    println!(
-        "| ingest with heartbeat load, reports/s (p99 ms) | {:.0} ({}) |",
-        loaded.rate(),
-        ms(loaded.quantile(0.99))
-    );
-    println!("| ratio with / without heartbeats | {:.3} |", loaded.rate() / alone.rate());
-    let cores = |run: &Run| run.server_cpu.map_or("-".to_owned(), |c| format!("{c:.2}"));
-    println!("| server CPU, cores: alone / with heartbeats | {} / {} |", cores(alone), cores(loaded));
+/// One measured phase: ingest (unary, 64 in flight) for `window`, while `beats` (if any) runs.
+struct Phase {
+    name: String,
+    run: Run,
+    client_cores: f64,
+    machine_cores: f64,
+    /// The heartbeats sent meanwhile, as a run (count and call latencies).
+    beats: Option<Run>,
+}
+
+async fn measure_phase(
+    name: &str,
+    server: &ServerProcess,
+    window: Duration,
+    beats: Option<tokio::task::JoinHandle<(u64, Vec<Duration>)>>,
+) -> Phase {
+    let (machine0, client0) = (machine_busy_cores_ticks(), own_cpu_seconds());
+    let run = measure(name, server, Shape::Unary, 64, window).await;
+    let beats = match beats {
+        Some(task) => {
+            let (sent, latencies) = task.await.expect("heartbeat task");
+            let elapsed = window + Duration::from_millis(600);
+            Some(Run {
+                name: "heartbeats".into(),
+                reports: sent,
+                elapsed,
+                latencies,
+                server_cpu: None,
+                peak_rss_mb: None,
+            })
+        }
+        None => None,
+    };
+    let (machine1, client1) = (machine_busy_cores_ticks(), own_cpu_seconds());
+    let secs = run.elapsed.as_secs_f64();
+    Phase {
+        name: name.to_owned(),
+        client_cores: (client1 - client0) / secs,
+        machine_cores: (machine1 - machine0) / 100.0 / secs,
+        run,
+        beats,
+    }
 }
 
 async fn open_streams(guardian: &GuardianServiceClient<Channel>, streams: usize) -> Vec<String> {
@@ -184,15 +254,18 @@ async fn open_streams(guardian: &GuardianServiceClient<Channel>, streams: usize)
     ids
 }
 
-/// `rate` heartbeats per second for `duration`, paced by 50 senders; returns (sent, latencies).
+/// `rate` heartbeats per second for `duration` to random streams, paced by 50 senders, `batch` ids
+/// per call (1: Heartbeat, more: HeartbeatBatch); returns (heartbeats sent, call latencies).
 async fn heartbeat_load(
     guardian: GuardianServiceClient<Channel>,
     ids: Arc<Vec<String>>,
     rate: u64,
+    batch: usize,
     duration: Duration,
 ) -> (u64, Vec<Duration>) {
     const SENDERS: u64 = 50;
-    let per_sender = Duration::from_secs_f64(SENDERS as f64 / rate.max(1) as f64);
+    let batch = batch.max(1);
+    let per_sender = Duration::from_secs_f64(SENDERS as f64 * batch as f64 / rate.max(1) as f64);
     let deadline = Instant::now() + duration;
     let tasks: Vec<_> = (0..SENDERS)
         .map(|s| {
@@ -200,14 +273,26 @@ async fn heartbeat_load(
             let ids = ids.clone();
             tokio::spawn(async move {
                 let mut rng = Rng(s + 1);
-                let mut tick = tokio::time::interval(per_sender);
+                // Senders spread over the period, as independent processes would be.
+                let offset = per_sender.mul_f64(s as f64 / SENDERS as f64);
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, per_sender);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     tick.tick().await;
-                    let id = ids[rng.below(ids.len() as u64) as usize].clone();
+                    let mut pick = || ids[rng.below(ids.len() as u64) as usize].clone();
                     let call = Instant::now();
-                    client.heartbeat(HeartbeatRequest { stream_id: id }).await.expect("heartbeat");
+                    if batch == 1 {
+                        client.heartbeat(HeartbeatRequest { stream_id: pick() }).await.expect("heartbeat");
+                    } else {
+                        let stream_ids = (0..batch).map(|_| pick()).collect();
+                        let reply = client
+                            .heartbeat_batch(HeartbeatBatchRequest { stream_ids })
+                            .await
+                            .expect("heartbeat batch")
+                            .into_inner();
+                        assert!(reply.refused.is_empty(), "heartbeats refused: {:?}", reply.refused);
+                    }
                     latencies.push(call.elapsed());
                 }
                 latencies
@@ -218,7 +303,7 @@ async fn heartbeat_load(
     for task in tasks {
         all.extend(task.await.expect("heartbeat sender"));
     }
-    (all.len() as u64, all)
+    ((all.len() * batch) as u64, all)
 }
 
 /// Records each new tick's duration.

@@ -114,6 +114,12 @@ enum Bench {
         streams: usize,
         #[arg(long, default_value_t = 5_000)]
         heartbeats: u64,
+        /// Ids per HeartbeatBatch call in the batched phases.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Rounds of (one call each, batched) loaded phases, each between two baseline phases.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
         /// Length of each ingest measurement.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
@@ -598,8 +604,8 @@ async fn main() {
         Bench::Overload { in_flight, seconds, nice_generator } => {
             overload::run(&runwarden_binary(), in_flight, seconds, nice_generator).await;
         }
-        Bench::Guardian { streams, heartbeats, seconds, tick_seconds, flush_seconds } => {
-            guardian::run(streams, heartbeats, seconds, tick_seconds, flush_seconds).await;
+        Bench::Guardian { streams, heartbeats, batch, rounds, seconds, tick_seconds, flush_seconds } => {
+            guardian::run(streams, heartbeats, batch, rounds, seconds, tick_seconds, flush_seconds).await;
         }
     }
 }
