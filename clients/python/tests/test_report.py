@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import grpc
@@ -14,6 +16,20 @@ from runwarden import ExecutionOutcome
 from runwarden.v1 import query_service_pb2, report_pb2
 
 from rwtest import list_executions, unique_name
+
+
+def test_generated_execution_ids_are_time_ordered_uuid7():
+    from runwarden._report import _new_execution_id
+
+    before = int(datetime.now(timezone.utc).timestamp() * 1000)
+    ids = [uuid.UUID(_new_execution_id()) for _ in range(1000)]
+    after = int(datetime.now(timezone.utc).timestamp() * 1000)
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
+    assert all(before <= u.int >> 80 <= after for u in ids)
+    assert len(set(ids)) == len(ids)
+    time.sleep(0.002)
+    later = uuid.UUID(_new_execution_id())
+    assert all(u < later for u in ids), "an id made later sorts after"
 
 
 def test_quick_report_stores_a_run(default_client_env, query, rw_log):
