@@ -22,10 +22,19 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, transport::Channel};
 
 /// One ~500-byte report, as a typical worker sends it; each call gets a fresh execution_id.
+/// When set, reports carry time-ordered UUIDv7 execution ids (what the Python client sends)
+/// instead of random UUIDv4 ones (the default: the worst case for the server's unique index).
+pub static TIME_ORDERED_IDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn sample_report(i: u64) -> ExecutionReport {
+    let execution_id = if TIME_ORDERED_IDS.load(std::sync::atomic::Ordering::Relaxed) {
+        uuid::Uuid::now_v7()
+    } else {
+        uuid::Uuid::new_v4()
+    };
     ExecutionReport {
         worker_name: format!("ingest_worker_{:02}", i % 20),
-        execution_id: uuid::Uuid::new_v4().to_string(),
+        execution_id: execution_id.to_string(),
         worker_type: "analytics".into(),
         duration_ms: Some(1200 + (i % 300) as i64),
         outcome: Outcome::Success as i32,

@@ -141,6 +141,9 @@ enum Bench {
         in_flight: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Execution ids: `v4` (random) or `v7` (time-ordered, as the Python client makes them).
+        #[arg(long, default_value = "v4")]
+        ids: String,
     },
     /// The bare tonic echo server the ingest benchmark uses as the wire limit.
     EchoServer {
@@ -588,7 +591,15 @@ async fn main() {
             ingest_bench(seconds.unwrap_or(if quick { 2 } else { 10 }), postgres).await;
         }
         Bench::EchoServer { listen } => ingest::serve_echo(listen).await,
-        Bench::Load { addr, shape, in_flight, seconds } => {
+        Bench::Load { addr, shape, in_flight, seconds, ids } => {
+            match ids.as_str() {
+                "v4" => {}
+                "v7" => ingest::TIME_ORDERED_IDS.store(true, std::sync::atomic::Ordering::Relaxed),
+                other => {
+                    eprintln!("--ids must be v4 or v7, not {other:?}");
+                    std::process::exit(2);
+                }
+            }
             let Some(shape) = ingest::Shape::parse(&shape) else {
                 eprintln!("--shape must be unary, stream:N or batch:N, not {shape:?}");
                 std::process::exit(2);
