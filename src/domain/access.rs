@@ -76,6 +76,7 @@ pub const POLICY: &[(&str, &str, Scope)] = &[
     ("runwarden.v1.ReportService", "SubmitReportBatch", Scope::ReportWrite),
     ("runwarden.v1.GuardianService", "OpenStream", Scope::ReportWrite),
     ("runwarden.v1.GuardianService", "Heartbeat", Scope::ReportWrite),
+    ("runwarden.v1.GuardianService", "HeartbeatBatch", Scope::ReportWrite),
     ("runwarden.v1.GuardianService", "CloseStream", Scope::ReportWrite),
     ("runwarden.v1.GuardianService", "ListStreams", Scope::Read),
     ("runwarden.v1.GuardianService", "GetGuardianStatus", Scope::Read),

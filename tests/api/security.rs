@@ -35,7 +35,7 @@ backend_tests!(
 fn expected_scope(service: &str, method: &str) -> Option<Scope> {
     let scope = match (service, method) {
         ("ReportService", _) => Scope::ReportWrite,
-        ("GuardianService", "OpenStream" | "Heartbeat" | "CloseStream") => Scope::ReportWrite,
+        ("GuardianService", "OpenStream" | "Heartbeat" | "HeartbeatBatch" | "CloseStream") => Scope::ReportWrite,
         ("GuardianService" | "QueryService", _) => Scope::Read,
         ("WorkerService" | "AdminService", _) => Scope::Admin,
         _ => return None,
