@@ -94,6 +94,20 @@ async fn kill_under_load(backend: Backend, signal: &str) {
     assert!(missing.is_empty(), "{} of {} acked reports missing after {signal}", missing.len(), acked.len());
 }
 
+/// A call the server never took: its stream was opened after the server's graceful GOAWAY
+/// (NO_ERROR), which HTTP/2 guarantees was not processed, so it is safe to send again. tonic's
+/// client reports it as INTERNAL with the h2 error as its source, not as UNAVAILABLE.
+fn refused_by_goaway(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// One round: starts the binary on `db`, loads it, sends `signal` after `delay`, and returns the
 /// acknowledged execution ids.
 async fn signal_under_load(db: &TestDatabase, signal: &str, delay: Duration) -> Vec<String> {
@@ -123,7 +137,7 @@ async fn signal_under_load(db: &TestDatabase, signal: &str, delay: Duration) -> 
                             matches!(
                                 status.code(),
                                 tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-                            ),
+                            ) || refused_by_goaway(&status),
                             "only retriable failures while stopping: {status:?}"
                         );
                         return;
