@@ -267,7 +267,14 @@ impl Checkpointer {
                     passes += 1;
                     match checkpoint_pass(&read).await {
                         Ok(Some((log, done))) if done < log && passes < MAX_CHECKPOINT_PASSES => continue,
-                        Ok(_) => break checkpoint_pass(&write).await,
+                        Ok(_) => {
+                            // Timed on its own: the writer waits for this pass.
+                            let on_writer = std::time::Instant::now();
+                            let pass = checkpoint_pass(&write).await;
+                            metrics::histogram!("runwarden_sqlite_checkpoint_writer_pass_seconds")
+                                .record(on_writer.elapsed().as_secs_f64());
+                            break pass;
+                        }
                         Err(e) => break Err(e),
                     }
                 };

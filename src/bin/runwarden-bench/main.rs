@@ -42,6 +42,16 @@ use tonic::transport::Channel;
 struct Cli {
     #[command(subcommand)]
     command: Bench,
+    /// The execution ids the generated reports carry: random UUIDv4 (the worst case for the
+    /// server's unique index) or time-ordered UUIDv7 (what the Python client makes).
+    #[arg(long, global = true, value_enum, default_value_t = Ids::V4)]
+    ids: Ids,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Ids {
+    V4,
+    V7,
 }
 
 #[derive(Subcommand)]
@@ -141,9 +151,6 @@ enum Bench {
         in_flight: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
-        /// Execution ids: `v4` (random) or `v7` (time-ordered, as the Python client makes them).
-        #[arg(long, default_value = "v4")]
-        ids: String,
     },
     /// The bare tonic echo server the ingest benchmark uses as the wire limit.
     EchoServer {
@@ -583,7 +590,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    ingest::TIME_ORDERED_IDS.store(cli.ids == Ids::V7, std::sync::atomic::Ordering::Relaxed);
+    match cli.command {
         Bench::Stats { rows, workers, days, calls, database, no_load } => {
             stats_bench(rows, workers, days, calls, database, no_load).await;
         }
@@ -591,15 +600,7 @@ async fn main() {
             ingest_bench(seconds.unwrap_or(if quick { 2 } else { 10 }), postgres).await;
         }
         Bench::EchoServer { listen } => ingest::serve_echo(listen).await,
-        Bench::Load { addr, shape, in_flight, seconds, ids } => {
-            match ids.as_str() {
-                "v4" => {}
-                "v7" => ingest::TIME_ORDERED_IDS.store(true, std::sync::atomic::Ordering::Relaxed),
-                other => {
-                    eprintln!("--ids must be v4 or v7, not {other:?}");
-                    std::process::exit(2);
-                }
-            }
+        Bench::Load { addr, shape, in_flight, seconds } => {
             let Some(shape) = ingest::Shape::parse(&shape) else {
                 eprintln!("--shape must be unary, stream:N or batch:N, not {shape:?}");
                 std::process::exit(2);
