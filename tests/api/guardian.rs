@@ -41,6 +41,16 @@ async fn open(app: &TestApp, stream_type: &str, owner: &str) -> String {
         .stream_id
 }
 
+/// The ids ListStreams returns for `state`, in its order.
+async fn ids_in_state(app: &TestApp, state: StreamState) -> Vec<String> {
+    let listed = client(app)
+        .list_streams(ListStreamsRequest { state: state as i32, ..Default::default() })
+        .await
+        .expect("list")
+        .into_inner();
+    listed.streams.into_iter().map(|s| s.stream_id).collect()
+}
+
 async fn tick(app: &TestApp) -> GuardianStatus {
     app.guardian.run_once().await.expect("tick").expect("this replica ticks");
     client(app).get_guardian_status(GetGuardianStatusRequest {}).await.expect("status").into_inner()
@@ -77,12 +87,7 @@ async fn streams_go_healthy_stale_orphaned_cleaned(backend: Backend) {
     let refused = client(&app).heartbeat(HeartbeatRequest { stream_id: b.clone() }).await.expect_err("orphaned");
     assert_eq!(refused.code(), Code::NotFound);
     client(&app).heartbeat(HeartbeatRequest { stream_id: a.clone() }).await.expect("stale is revived");
-    let listed = client(&app)
-        .list_streams(ListStreamsRequest { state: StreamState::Healthy as i32, ..Default::default() })
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(listed.streams.iter().map(|s| s.stream_id.as_str()).collect::<Vec<_>>(), [a.as_str()]);
+    assert_eq!(ids_in_state(&app, StreamState::Healthy).await, [a.as_str()]);
 
     let closed = client(&app)
         .close_stream(CloseStreamRequest { stream_id: a.clone(), reason: "done".into() })
@@ -135,18 +140,8 @@ async fn heartbeat_batches_keep_the_live_and_list_the_rest(backend: Backend) {
     assert_eq!((status.active_streams, status.healthy_streams, status.stale_streams), (2, 1, 1), "{status:?}");
     assert_eq!(app.guardian.flush_heartbeats().await.expect("flush"), 1, "the tick did not flush");
     assert_eq!(app.guardian.flush_heartbeats().await.expect("flush"), 0, "flushed beats leave the buffer");
-    let healthy = client(&app)
-        .list_streams(ListStreamsRequest { state: StreamState::Healthy as i32, ..Default::default() })
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(healthy.streams.iter().map(|s| s.stream_id.as_str()).collect::<Vec<_>>(), [live.as_str()]);
-    let stale = client(&app)
-        .list_streams(ListStreamsRequest { state: StreamState::Stale as i32, ..Default::default() })
-        .await
-        .expect("list")
-        .into_inner();
-    assert_eq!(stale.streams.iter().map(|s| s.stream_id.as_str()).collect::<Vec<_>>(), [quiet.as_str()]);
+    assert_eq!(ids_in_state(&app, StreamState::Healthy).await, [live.as_str()]);
+    assert_eq!(ids_in_state(&app, StreamState::Stale).await, [quiet.as_str()]);
 
     for (ids, why) in [(vec![], "empty"), (vec![live.clone(); 10_001], "over 10,000")] {
         let error = client(&app).heartbeat_batch(HeartbeatBatchRequest { stream_ids: ids }).await.expect_err(why);
