@@ -271,8 +271,9 @@ impl Guardian {
         for row in streams::find_many(self.store.reader(), &missing).await? {
             let stream = row.to_domain();
             self.remember(&stream, now);
-            if let Some(id) = missing.iter().find(|id| **id == stream.stream_id) {
-                known.insert(id, stream);
+            // `missing` is sorted: find the request's own &str for the key.
+            if let Ok(at) = missing.binary_search(&stream.stream_id.as_str()) {
+                known.insert(missing[at], stream);
             }
         }
         let mut batch = HeartbeatBatch { accepted: 0, refused: Vec::new(), stale_at: now + self.config.stale_after };
