@@ -109,7 +109,9 @@ async fn streams_go_healthy_stale_orphaned_cleaned(backend: Backend) {
 
 async fn heartbeat_batches_keep_the_live_and_list_the_rest(backend: Backend) {
     let clock = ManualClock::starting_now();
-    let app = spawn_app_with_clock(TestDatabase::create(backend).await, |_| {}, clock.clone()).await;
+    let db = TestDatabase::create(backend).await;
+    let url = db.url.clone();
+    let app = spawn_app_with_clock(db, |_| {}, clock.clone()).await;
     let live = open(&app, "generation", "asset-service").await;
     let quiet = open(&app, "coach_start", "coach").await;
     let closed = open(&app, "profile_start", "profiles").await;
@@ -142,6 +144,21 @@ async fn heartbeat_batches_keep_the_live_and_list_the_rest(backend: Backend) {
     assert_eq!(app.guardian.flush_heartbeats().await.expect("flush"), 0, "flushed beats leave the buffer");
     assert_eq!(ids_in_state(&app, StreamState::Healthy).await, [live.as_str()]);
     assert_eq!(ids_in_state(&app, StreamState::Stale).await, [quiet.as_str()]);
+
+    // A replica that knows none of the streams reads them in one query, each id once.
+    let fresh = spawn_app_with_clock(TestDatabase::borrowed(&url), |_| {}, clock.clone()).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.extend([closed.clone(), quiet.clone(), "never-opened".to_owned(), live.clone()]);
+    }
+    let reply = client(&fresh)
+        .heartbeat_batch(HeartbeatBatchRequest { stream_ids: ids })
+        .await
+        .expect("batch on a replica with a cold cache")
+        .into_inner();
+    assert_eq!(reply.accepted, 6, "{reply:?}");
+    let refused: Vec<(i64, &str)> = reply.refused.iter().map(|r| (r.index, r.reason.as_str())).collect();
+    assert_eq!(refused, [(0, "closed"), (2, "unknown"), (4, "closed"), (6, "unknown"), (8, "closed"), (10, "unknown")]);
 
     for (ids, why) in [(vec![], "empty"), (vec![live.clone(); 10_001], "over 10,000")] {
         let error = client(&app).heartbeat_batch(HeartbeatBatchRequest { stream_ids: ids }).await.expect_err(why);
