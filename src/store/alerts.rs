@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, ExprTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, Value, sea_query::Expr,
 };
 
 use super::anomalies::{NewAnomaly, evidence_value};
@@ -24,16 +24,24 @@ pub use alert_attempts::Model as AttemptRow;
 pub use alert_outbox::Model as OutboxRow;
 pub use alert_sends::Model as SendRow;
 
-/// The latest row of each of `keys`.
+/// The latest row of each of `keys`: one index seek per key (`MAX(id)` on `(alert_key, id)`), so
+/// the cost does not grow with a key's history, which gains a row every time the alert changes.
+/// (Reading every row of each key and keeping the last made each ingest batch slower as the
+/// outbox grew: 582 rows for one key after 2 M synthetic runs.)
 async fn latest(db: &impl ConnectionTrait, keys: &[&str]) -> Result<HashMap<String, OutboxRow>, DbErr> {
+    let backend = db.get_database_backend();
     let mut found = HashMap::new();
     for chunk in keys.chunks(200) {
-        let rows = alert_outbox::Entity::find()
-            .filter(alert_outbox::Column::AlertKey.is_in(chunk.iter().copied()))
-            .order_by_asc(alert_outbox::Column::Id)
-            .all(db)
-            .await?;
-        for row in rows {
+        let values: Vec<String> = (1..=chunk.len())
+            .map(|n| if backend == DbBackend::Postgres { format!("(${n})") } else { "(?)".to_owned() })
+            .collect();
+        let sql = format!(
+            "SELECT alert_outbox.* FROM alert_outbox WHERE id IN (SELECT (SELECT MAX(o.id) FROM alert_outbox o \
+             WHERE o.alert_key = k.column1) FROM (VALUES {}) AS k)",
+            values.join(", ")
+        );
+        let statement = Statement::from_sql_and_values(backend, sql, chunk.iter().map(|key| Value::from(*key)));
+        for row in alert_outbox::Entity::find().from_raw_sql(statement).all(db).await? {
             found.insert(row.alert_key.clone(), row);
         }
     }

@@ -27,7 +27,10 @@ use crate::{
     helpers::{Backend, TestApp, TestDatabase, run, spawn_app_with},
 };
 
-backend_tests!(webhook_deliveries_survive_failures_and_a_restart_exactly_once);
+backend_tests!(
+    webhook_deliveries_survive_failures_and_a_restart_exactly_once,
+    each_key_continues_from_its_latest_row_however_long_its_history
+);
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
@@ -499,4 +502,75 @@ async fn admin_rules_and_after_consecutive() {
     let missing = admin.delete_alert_rule(DeleteAlertRuleRequest { id: created.id }).await.expect_err("gone");
     assert_eq!(missing.code(), tonic::Code::NotFound);
     app.stop().await;
+}
+
+/// `record` decides from each key's latest outbox row (one seek per key, not the key's whole
+/// history). 250 keys (more than one chunk of 200), five state changes each, every firing with its
+/// own start: firing again adds nothing, and the resolution carries the start of the *last* firing.
+async fn each_key_continues_from_its_latest_row_however_long_its_history(backend: Backend) {
+    use runwarden::{
+        domain::alerting::{AlertEvent, AlertState},
+        store::{Store, StoreOptions, alerts::record, entities::alert_outbox},
+    };
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+    let db = TestDatabase::create(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let t0 = Utc::now() - chrono::TimeDelta::days(1);
+    let events = |round: i64, state: AlertState| -> Vec<AlertEvent> {
+        (0..250)
+            .map(|k| {
+                let worker = format!("w{k:03}");
+                AlertEvent {
+                    key: AlertEvent::key_of(&worker, "DURATION_SPIKE"),
+                    worker_name: worker,
+                    kind: "DURATION_SPIKE".into(),
+                    severity: "WARNING".into(),
+                    state,
+                    summary: format!("round {round}"),
+                    evidence: serde_json::json!({ "round": round }),
+                    starts_at: t0 + chrono::TimeDelta::minutes(round),
+                    ends_at: (state == AlertState::Resolved).then(|| t0 + chrono::TimeDelta::minutes(round)),
+                }
+            })
+            .collect()
+    };
+    let write = |batch: Vec<AlertEvent>, at: i64| {
+        let store = store.clone();
+        async move {
+            let txn = store.begin_write().await.expect("begin");
+            let written = record(&txn, &batch, at).await.expect("record");
+            txn.commit().await.expect("commit");
+            written
+        }
+    };
+    // F R F R F: every change is a row.
+    for round in 0..5 {
+        let state = if round % 2 == 0 { AlertState::Firing } else { AlertState::Resolved };
+        assert_eq!(write(events(round, state), round).await, 250, "round {round}");
+    }
+    // Still firing: no new row.
+    assert_eq!(write(events(5, AlertState::Firing), 5).await, 0);
+    // The resolution ends the firing of round 4, not an older one.
+    assert_eq!(write(events(6, AlertState::Resolved), 6).await, 250);
+    let last_firing_us = (t0 + chrono::TimeDelta::minutes(4)).timestamp_micros();
+    let resolved = alert_outbox::Entity::find()
+        .filter(alert_outbox::Column::CreatedAtUs.eq(6))
+        .order_by_asc(alert_outbox::Column::Id)
+        .all(store.reader())
+        .await
+        .expect("read");
+    assert_eq!(resolved.len(), 250);
+    for row in &resolved {
+        assert_eq!(row.state, "resolved", "{}", row.alert_key);
+        assert_eq!(row.starts_at_us, last_firing_us, "{}", row.alert_key);
+    }
+    let firing_again = alert_outbox::Entity::find()
+        .filter(alert_outbox::Column::CreatedAtUs.eq(4))
+        .all(store.reader())
+        .await
+        .expect("read");
+    assert!(firing_again.iter().all(|r| r.occurrences == 2), "the repeat counted on the latest firing row");
+    store.close().await;
 }
