@@ -163,6 +163,10 @@ pub struct ServeArgs {
     /// Most reports committed in one transaction [default: 1000].
     #[arg(long, env = "RUNWARDEN_MAX_BATCH")]
     pub max_batch: Option<usize>,
+    /// Milliseconds a unary SubmitReport that finds the queue full waits for a place before it
+    /// gets RESOURCE_EXHAUSTED; 0 refuses at once [default: 100].
+    #[arg(long, env = "RUNWARDEN_ADMISSION_WAIT_MS")]
+    pub admission_wait_ms: Option<u64>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 10].
     #[arg(long, env = "RUNWARDEN_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
@@ -231,6 +235,7 @@ pub struct FileConfig {
     pub sqlite_synchronous: Option<Synchronous>,
     pub queue_capacity: Option<usize>,
     pub max_batch: Option<usize>,
+    pub admission_wait_ms: Option<u64>,
     pub shutdown_timeout: Option<u64>,
     pub pool_size: Option<u32>,
     pub sqlite_writer_cache_mib: Option<u32>,
@@ -525,6 +530,9 @@ impl Config {
         if let Some(batch) = args.max_batch.or(file.max_batch) {
             config.ingest.max_batch = batch;
         }
+        if let Some(ms) = args.admission_wait_ms.or(file.admission_wait_ms) {
+            config.ingest.admission_wait = Duration::from_millis(ms);
+        }
         if let Some(secs) = args.shutdown_timeout.or(file.shutdown_timeout) {
             config.shutdown_timeout = Duration::from_secs(secs);
         }
@@ -582,6 +590,11 @@ impl Config {
         };
         if config.ingest.queue_capacity == 0 || config.ingest.max_batch == 0 {
             return Err("queue_capacity and max_batch must be at least 1".into());
+        }
+        if config.ingest.admission_wait > Duration::from_secs(10) {
+            return Err(
+                "admission_wait_ms must be at most 10000 (a call waits that long for a place in a full queue)".into()
+            );
         }
         Ok(config)
     }
@@ -652,6 +665,7 @@ fn load_file(path: Option<&std::path::Path>) -> Result<FileConfig, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ingest::DEFAULT_ADMISSION_WAIT;
 
     #[test]
     fn flags_beat_file_beat_defaults() {
@@ -701,6 +715,25 @@ mod tests {
         std::fs::write(&path, format!("[scoring]\n{}", weights.replace("0.4", "0.9"))).expect("write");
         let err = Config::resolve(&args).expect_err("weights must sum to 1");
         assert!(err.contains("scoring"), "{err}");
+    }
+
+    #[test]
+    fn the_admission_wait_is_configurable_and_bounded() {
+        assert_eq!(
+            Config::resolve(&ServeArgs::default()).expect("resolves").ingest.admission_wait,
+            DEFAULT_ADMISSION_WAIT
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wait.toml");
+        std::fs::write(&path, "admission_wait_ms = 250\n").expect("write");
+        let mut args = ServeArgs::default();
+        args.database.config = Some(path.clone());
+        assert_eq!(Config::resolve(&args).expect("resolves").ingest.admission_wait, Duration::from_millis(250));
+        args.admission_wait_ms = Some(0);
+        assert_eq!(Config::resolve(&args).expect("flag beats file").ingest.admission_wait, Duration::ZERO);
+        args.admission_wait_ms = Some(60_000);
+        let err = Config::resolve(&args).expect_err("a minute is too long");
+        assert!(err.contains("admission_wait_ms"), "{err}");
     }
 
     #[test]

@@ -381,10 +381,17 @@ where
     GrpcWebLayer::new().layer(guard.layer(MapResponseLayer::new(map).layer(service)))
 }
 
-/// Refuses a unary ingest call with RESOURCE_EXHAUSTED while the writer's queue is full, before
-/// its body is read or decoded: under a flood, a refusal then costs little more than the HTTP/2
-/// frames, and the CPU goes to the writer committing what was admitted. (A call that passes
-/// this check may still find the queue full and be refused after decoding, as before.)
+/// Sheds unary ingest calls while the writer's queue is full, before their body is decoded: under
+/// a flood, a refusal then costs little more than the HTTP/2 frames, and the CPU goes to the
+/// writer committing what was admitted.
+///
+/// A `SubmitReport` that finds the queue full first waits up to the admission wait
+/// (`[ingest] admission_wait_ms`) for a place, in arrival order, without reading its body; if one
+/// comes up it is admitted into that place, otherwise it gets RESOURCE_EXHAUSTED. Callers that
+/// retry at once then cycle once per wait instead of as fast as the CPU can refuse them, and a
+/// short burst is absorbed instead of refused. `SubmitReportBatch` is refused at once. (A call
+/// that passes this check without a reservation may still find the queue full and be refused
+/// after decoding.)
 #[derive(Clone)]
 struct ShedWhenFull<S> {
     inner: S,
@@ -398,14 +405,46 @@ impl<S: NamedService> NamedService for ShedWhenFull<S> {
 impl<S> ShedWhenFull<S> {
     /// The calls shed early; client streams are admitted report by report instead.
     fn sheds(path: &str) -> bool {
-        path.ends_with("/SubmitReport") || path.ends_with("/SubmitReportBatch")
+        Self::waits(path) || path.ends_with("/SubmitReportBatch")
     }
+
+    /// The calls that wait for a place before they are shed.
+    fn waits(path: &str) -> bool {
+        path.ends_with("/SubmitReport")
+    }
+}
+
+/// RESOURCE_EXHAUSTED for a call shed before decoding, once its body has been read (not decoded):
+/// answering while the client still sends makes HTTP/2 reset the stream, which clients report as a
+/// transport error, not the status.
+async fn refuse_queue_full<B>(request: http::Request<B>, capacity: usize) -> GrpcResponse
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    use http_body_util::BodyExt;
+    metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
+    let status: tonic::Status = ingest::queue_full(capacity).into();
+    let mut response = status.into_http::<tonic::body::Body>();
+    if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+        response.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+    }
+    let mut body = std::pin::pin!(request.into_body());
+    let mut read = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, prost::bytes::Buf::remaining);
+        if read > MAX_MESSAGE_BYTES {
+            break;
+        }
+    }
+    response
 }
 
 impl<S, B> tower::Service<http::Request<B>> for ShedWhenFull<S>
 where
-    S: tower::Service<http::Request<B>, Response = GrpcResponse>,
+    S: tower::Service<http::Request<B>, Response = GrpcResponse> + Clone + Send + 'static,
     S::Error: Send + 'static,
+    S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
@@ -418,30 +457,33 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if self.ingest.is_full() && Self::sheds(request.uri().path()) {
-            metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
-            let status: tonic::Status = ingest::queue_full(self.ingest.capacity()).into();
-            let mut response = status.into_http::<tonic::body::Body>();
-            if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
-                response.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
-            }
-            // The body is read (not decoded) first: answering while the client still sends makes
-            // HTTP/2 reset the stream, which clients report as a transport error, not the status.
-            return futures::future::Either::Left(Box::pin(async move {
-                use http_body_util::BodyExt;
-                let mut body = std::pin::pin!(request.into_body());
-                let mut read = 0usize;
-                while let Some(Ok(frame)) = body.frame().await {
-                    read += frame.data_ref().map_or(0, prost::bytes::Buf::remaining);
-                    if read > MAX_MESSAGE_BYTES {
-                        break;
-                    }
-                }
-                Ok(response)
-            }));
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        if !(self.ingest.is_full() && Self::sheds(path)) {
+            return futures::future::Either::Right(self.inner.call(request));
         }
-        futures::future::Either::Right(self.inner.call(request))
+        let capacity = self.ingest.capacity();
+        let wait = if Self::waits(path) { self.ingest.admission_wait() } else { Duration::ZERO };
+        if wait.is_zero() {
+            return futures::future::Either::Left(Box::pin(
+                async move { Ok(refuse_queue_full(request, capacity).await) },
+            ));
+        }
+        // The service polled ready goes with the call; this one keeps a fresh clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let ingest = self.ingest.clone();
+        futures::future::Either::Left(Box::pin(async move {
+            match ingest.reserve(wait).await {
+                ingest::Admission::Reserved(place) => {
+                    request.extensions_mut().insert(place);
+                    inner.call(request).await
+                }
+                // The handler answers UNAVAILABLE.
+                ingest::Admission::Closed => inner.call(request).await,
+                ingest::Admission::TimedOut => Ok(refuse_queue_full(request, capacity).await),
+            }
+        }))
     }
 }
 

@@ -14,7 +14,10 @@ use crate::{
         Analysis, ExecutionReport, FieldViolation, RejectedReport, SubmitReportBatchRequest, SubmitReportRequest,
         SubmitReportResponse, SubmitReportsResponse, report_service_server::ReportService,
     },
-    store::{executions, ingest::Ack},
+    store::{
+        executions,
+        ingest::{Ack, Reservation},
+    },
 };
 
 #[derive(Clone)]
@@ -33,13 +36,23 @@ impl ReportApi {
         caller: &Caller,
         request: SubmitReportRequest,
     ) -> Result<SubmitReportResponse, Error> {
+        self.submit_report_in(caller, None, request).await
+    }
+
+    /// [`ReportApi::submit_report`] into a place already reserved in the writer's queue, if any.
+    pub async fn submit_report_in(
+        &self,
+        caller: &Caller,
+        place: Option<&Reservation>,
+        request: SubmitReportRequest,
+    ) -> Result<SubmitReportResponse, Error> {
         observe("SubmitReport", async {
             let received_at = self.services.clock.now();
             let valid = validate_report(request.report, received_at).map_err(Error::InvalidArgument)?;
             caller.may_report_for(&valid.report.worker_name)?;
             let execution_id = valid.report.execution_id.clone();
             let worker = valid.report.worker_name.clone();
-            let ack = self.services.ingest.submit(valid, received_at).await?;
+            let ack = self.services.ingest.submit_in(place, valid, received_at).await?;
             let (duplicate, analysis) = match ack {
                 Ack::Stored(analysis) => (false, *analysis),
                 // The worker learns the scores of the copy that was stored first.
@@ -232,7 +245,9 @@ impl ReportService for ReportApi {
         request: Request<SubmitReportRequest>,
     ) -> Result<Response<SubmitReportResponse>, Status> {
         let caller = Caller::of(request.extensions())?;
-        Ok(Response::new(ReportApi::submit_report(self, &caller, request.into_inner()).await?))
+        // A place in the queue this call waited for while it was full (see `server::ShedWhenFull`).
+        let place = request.extensions().get::<Reservation>().cloned();
+        Ok(Response::new(ReportApi::submit_report_in(self, &caller, place.as_ref(), request.into_inner()).await?))
     }
 
     async fn submit_reports(

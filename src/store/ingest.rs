@@ -6,7 +6,11 @@
 //! Idempotency: `execution_id` is unique. A report whose id is already stored, or that repeats an
 //! id earlier in the same batch, is answered `Duplicate` and changes nothing.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use prost::Message;
@@ -63,13 +67,39 @@ pub struct IngestConfig {
     pub queue_capacity: usize,
     /// Most reports committed in one transaction.
     pub max_batch: usize,
+    /// How long a unary SubmitReport that finds the queue full waits for a place (first come,
+    /// first served) before it is refused. Zero refuses at once.
+    pub admission_wait: Duration,
     pub scoring: ScoringConfig,
 }
 
+/// The default [`IngestConfig::admission_wait`].
+pub const DEFAULT_ADMISSION_WAIT: Duration = Duration::from_millis(100);
+
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { queue_capacity: 10_000, max_batch: 1_000, scoring: ScoringConfig::default() }
+        IngestConfig {
+            queue_capacity: 10_000,
+            max_batch: 1_000,
+            admission_wait: DEFAULT_ADMISSION_WAIT,
+            scoring: ScoringConfig::default(),
+        }
     }
+}
+
+/// A place in the writer's queue held for one report: a call that found the queue full waited
+/// for it ([`Ingest::reserve`]) and is admitted with it, ahead of anyone who came later. Cloneable
+/// so it can travel in a request's extensions; the first [`Ingest::submit_in`] uses it.
+#[derive(Clone)]
+pub struct Reservation(Arc<std::sync::Mutex<Option<mpsc::OwnedPermit<Job>>>>);
+
+/// What waiting for a place in the queue ended with.
+pub enum Admission {
+    Reserved(Reservation),
+    /// No place came up in time.
+    TimedOut,
+    /// The writer is shutting down.
+    Closed,
 }
 
 struct Job {
@@ -86,6 +116,7 @@ pub const EVENTS_CAPACITY: usize = 1024;
 pub struct Ingest {
     tx: mpsc::Sender<Job>,
     capacity: usize,
+    admission_wait: Duration,
     events: broadcast::Sender<Arc<Execution>>,
     health: broadcast::Sender<Arc<WorkerHealthChange>>,
     /// Streams other replicas ended (for the guardian's cache).
@@ -121,7 +152,7 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
         tracing::error!(error = %e, "cannot start the ingest writer thread");
     }
     let (stream_ends, _) = broadcast::channel(EVENTS_CAPACITY);
-    (Ingest { tx, capacity, events, health, stream_ends }, Writer { done, stop })
+    (Ingest { tx, capacity, admission_wait: config.admission_wait, events, health, stream_ends }, Writer { done, stop })
 }
 
 /// The refusal of a report that finds the queue full.
@@ -132,14 +163,31 @@ pub fn queue_full(capacity: usize) -> Error {
 impl Ingest {
     /// Queues `report` and waits until it is committed (or refused).
     pub async fn submit(&self, report: ValidReport, received_at: DateTime<Utc>) -> Result<Ack, Error> {
+        self.submit_in(None, report, received_at).await
+    }
+
+    /// [`Ingest::submit`] into the place `reservation` holds, if it still holds one.
+    pub async fn submit_in(
+        &self,
+        reservation: Option<&Reservation>,
+        report: ValidReport,
+        received_at: DateTime<Utc>,
+    ) -> Result<Ack, Error> {
         let (ack, done) = oneshot::channel();
-        self.tx.try_send(Job { report, received_at, ack }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
-                queue_full(self.capacity)
+        let job = Job { report, received_at, ack };
+        let held = reservation.and_then(|r| r.0.lock().ok()?.take());
+        match held {
+            Some(permit) => {
+                permit.send(job);
             }
-            mpsc::error::TrySendError::Closed(_) => Error::Unavailable("server is shutting down; retry".into()),
-        })?;
+            None => self.tx.try_send(job).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
+                    queue_full(self.capacity)
+                }
+                mpsc::error::TrySendError::Closed(_) => Error::Unavailable("server is shutting down; retry".into()),
+            })?,
+        }
         metrics::gauge!("runwarden_ingest_queue_depth").set(self.depth() as f64);
         done.await.unwrap_or_else(|_| Err(Error::Unavailable("report was not stored; retry".into())))
     }
@@ -228,6 +276,20 @@ impl Ingest {
     /// Most reports that may wait for the writer.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// How long a unary call that finds the queue full waits for a place.
+    pub fn admission_wait(&self) -> Duration {
+        self.admission_wait
+    }
+
+    /// Waits up to `wait` for a place in the queue; waiters get places in the order they came.
+    pub async fn reserve(&self, wait: Duration) -> Admission {
+        match tokio::time::timeout(wait, self.tx.clone().reserve_owned()).await {
+            Ok(Ok(permit)) => Admission::Reserved(Reservation(Arc::new(std::sync::Mutex::new(Some(permit))))),
+            Ok(Err(_)) => Admission::Closed,
+            Err(_) => Admission::TimedOut,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Overload: far more concurrent submissions than the writer's queue holds. The excess is shed
-//! at once with RESOURCE_EXHAUSTED (never a hang, never another error), every admitted report is
-//! stored, and once the flood stops the next submission is served normally.
+//! with RESOURCE_EXHAUSTED (never a hang, never another error) once the admission wait is over,
+//! every admitted report is stored, and once the flood stops the next submission is served
+//! normally.
 
 use std::time::{Duration, Instant};
 
@@ -103,5 +104,75 @@ async fn a_full_queue_refuses_unary_ingest_before_decoding() {
     }
     app.submit(report("after")).await.expect("served again");
     assert_eq!(app.all_execution_ids().await.len(), 4);
+    app.stop().await;
+}
+
+/// A SubmitReport that finds the queue full waits up to the admission wait for a place (without
+/// decoding its body) instead of being refused at once: admitted when a place comes up in time,
+/// RESOURCE_EXHAUSTED when none does — and never before the wait is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
+    use runwarden::proto::v1::SubmitReportRequest;
+    use sqlx::{Connection, Executor, SqliteConnection};
+
+    let wait = Duration::from_secs(2);
+    let app = spawn_app_with(TestDatabase::create(Backend::Sqlite).await, |c| {
+        c.ingest.queue_capacity = 2;
+        c.ingest.max_batch = 1;
+        c.ingest.admission_wait = wait;
+        c.store.busy_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let submit = |name: String| {
+        let mut client = app.report.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = client.submit_report(SubmitReportRequest { report: Some(report(&name)) }).await;
+            (result, started.elapsed())
+        })
+    };
+    // One report for the stuck writer, two to fill the queue behind it.
+    let mut lock = SqliteConnection::connect(&app.database_url()).await.expect("second connection");
+    lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
+    let mut queued = Vec::new();
+    for i in 0..3 {
+        queued.push(submit(format!("queued_{i}")));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Two calls find the queue full and wait; the lock goes away within their wait.
+    let first = submit("waited_a".into());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = submit("waited_b".into());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!first.is_finished() && !second.is_finished(), "calls that find the queue full wait for a place");
+    lock.execute("ROLLBACK").await.expect("release the lock");
+    for call in [first, second] {
+        let (result, took) = call.await.expect("task");
+        let ack = result.expect("admitted into a place that came up within the wait");
+        assert!(!ack.into_inner().duplicate);
+        assert!(took < wait + Duration::from_secs(1), "admitted as soon as a place came up, took {took:?}");
+    }
+    for call in queued {
+        call.await.expect("task").0.expect("stored");
+    }
+    assert_eq!(app.all_execution_ids().await.len(), 5);
+
+    // No place within the wait: RESOURCE_EXHAUSTED, after the wait and not before.
+    lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock again");
+    let mut queued = Vec::new();
+    for i in 3..6 {
+        queued.push(submit(format!("queued_{i}")));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (result, took) = submit("refused".into()).await.expect("task");
+    let refused = result.expect_err("no place came up");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(took >= wait, "refused only once the wait was over, took {took:?}");
+    lock.execute("ROLLBACK").await.expect("release the lock");
+    for call in queued {
+        call.await.expect("task").0.expect("stored");
+    }
+    assert_eq!(app.all_execution_ids().await.len(), 8, "the refused report is not stored");
     app.stop().await;
 }

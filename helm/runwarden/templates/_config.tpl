@@ -7,7 +7,7 @@ defaults apply. listen and database are passed in the environment, which beats t
 # listen and database come from RUNWARDEN_LISTEN and RUNWARDEN_DATABASE_URL.
 no_migrate = {{ not .Values.migrations.onStart }}
 {{- $config := .Values.config }}
-{{- range $key := list "shutdown_timeout" "queue_capacity" "max_batch" "pool_size" }}
+{{- range $key := list "shutdown_timeout" "queue_capacity" "max_batch" "admission_wait_ms" "pool_size" }}
 {{- $value := index $config $key }}
 {{- if not (kindIs "invalid" $value) }}
 {{ $key }} = {{ int64 $value }}

@@ -111,11 +111,22 @@ enum Bench {
     Overload {
         #[arg(long, default_value_t = 2_000)]
         in_flight: usize,
+        /// HTTP/2 connections the callers share.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Run the load generator at nice 19, as if the callers were on other machines.
-        #[arg(long)]
+        /// Where the load generator runs: `shared` (both cores, same priority), `nice` (at nice
+        /// 19) or `split-cores` (server on core 1, generator on core 0), the last two as if the
+        /// callers were on other machines.
+        #[arg(long, value_enum, default_value = "shared")]
+        generator: overload::Generator,
+        /// Same as `--generator nice`.
+        #[arg(long, conflicts_with = "generator")]
         nice_generator: bool,
+        /// The server's `--admission-wait-ms` (default: the server's default).
+        #[arg(long)]
+        admission_wait_ms: Option<u64>,
     },
     /// The stream guardian at scale: tick duration over many streams, heartbeat latency, and
     /// ingest with and without a heartbeat load.
@@ -613,8 +624,9 @@ async fn main() {
                 std::process::exit(1);
             }
         }
-        Bench::Overload { in_flight, seconds, nice_generator } => {
-            overload::run(&runwarden_binary(), in_flight, seconds, nice_generator).await;
+        Bench::Overload { in_flight, connections, seconds, generator, nice_generator, admission_wait_ms } => {
+            let generator = if nice_generator { overload::Generator::Nice } else { generator };
+            overload::run(&runwarden_binary(), in_flight, connections, seconds, generator, admission_wait_ms).await;
         }
         Bench::Guardian { streams, heartbeats, batch, rounds, seconds, tick_seconds, flush_seconds } => {
             guardian::run(streams, heartbeats, batch, rounds, seconds, tick_seconds, flush_seconds).await;
