@@ -16,7 +16,7 @@ use crate::{
     },
     store::{
         executions,
-        ingest::{Ack, Reservation},
+        ingest::{Ack, Admission, Reservation},
     },
 };
 
@@ -52,7 +52,18 @@ impl ReportApi {
             caller.may_report_for(&valid.report.worker_name)?;
             let execution_id = valid.report.execution_id.clone();
             let worker = valid.report.worker_name.clone();
-            let ack = self.services.ingest.submit_in(place, valid, received_at).await?;
+            // A call without a place that finds the queue full (REST, or a gRPC call the queue
+            // filled up behind while it was decoded) waits for one like `server::ShedWhenFull`.
+            let ingest = &self.services.ingest;
+            let waited = match place {
+                None if ingest.is_full() => match ingest.reserve(ingest.admission_wait()).await {
+                    Admission::Reserved(reservation) => Some(reservation),
+                    // Refused (full) or UNAVAILABLE (closed) just below.
+                    Admission::TimedOut | Admission::Closed => None,
+                },
+                _ => None,
+            };
+            let ack = ingest.submit_in(place.or(waited.as_ref()), valid, received_at).await?;
             let (duplicate, analysis) = match ack {
                 Ack::Stored(analysis) => (false, *analysis),
                 // The worker learns the scores of the copy that was stored first.

@@ -140,13 +140,23 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Two calls find the queue full and wait; the lock goes away within their wait.
+    // Two calls and a REST post find the queue full and wait; the lock goes away within their wait.
     let first = submit("waited_a".into());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let second = submit("waited_b".into());
+    let rest = {
+        let (http, url) = (app.http.clone(), app.url("/api/v1/orchestrator/reports"));
+        let body =
+            serde_json::json!({ "worker_name": "waited_rest", "outcome": "OUTCOME_SUCCESS", "duration_ms": 900 });
+        tokio::spawn(async move { http.post(url).json(&body).send().await.map(|r| r.status().as_u16()) })
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!first.is_finished() && !second.is_finished(), "calls that find the queue full wait for a place");
+    assert!(
+        !first.is_finished() && !second.is_finished() && !rest.is_finished(),
+        "calls that find the queue full wait for a place"
+    );
     lock.execute("ROLLBACK").await.expect("release the lock");
+    assert_eq!(rest.await.expect("task").expect("post"), 200, "the REST post was admitted too");
     for call in [first, second] {
         let (result, took) = call.await.expect("task");
         let ack = result.expect("admitted into a place that came up within the wait");
@@ -156,7 +166,7 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
     for call in queued {
         call.await.expect("task").0.expect("stored");
     }
-    assert_eq!(app.all_execution_ids().await.len(), 5);
+    assert_eq!(app.all_execution_ids().await.len(), 6);
 
     // No place within the wait: RESOURCE_EXHAUSTED, after the wait and not before.
     lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock again");
@@ -173,6 +183,6 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
     for call in queued {
         call.await.expect("task").0.expect("stored");
     }
-    assert_eq!(app.all_execution_ids().await.len(), 8, "the refused report is not stored");
+    assert_eq!(app.all_execution_ids().await.len(), 9, "the refused report is not stored");
     app.stop().await;
 }
