@@ -114,6 +114,7 @@ async fn a_full_queue_refuses_unary_ingest_before_decoding() {
 async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
     use runwarden::proto::v1::SubmitReportRequest;
     use sqlx::{Connection, Executor, SqliteConnection};
+    use tonic::IntoRequest;
 
     let wait = Duration::from_secs(2);
     let app = spawn_app_with(TestDatabase::create(Backend::Sqlite).await, |c| {
@@ -179,6 +180,13 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
     let refused = result.expect_err("no place came up");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(took >= wait, "refused only once the wait was over, took {took:?}");
+    // A caller with a deadline shorter than the wait hears the refusal before its deadline.
+    let mut hurried = SubmitReportRequest { report: Some(report("hurried")) }.into_request();
+    hurried.set_timeout(Duration::from_millis(600));
+    let started = Instant::now();
+    let refused = app.report.clone().submit_report(hurried).await.expect_err("no place came up");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "refused, not DEADLINE_EXCEEDED: {refused:?}");
+    assert!(started.elapsed() < Duration::from_millis(600), "within the deadline: {:?}", started.elapsed());
     lock.execute("ROLLBACK").await.expect("release the lock");
     for call in queued {
         call.await.expect("task").0.expect("stored");
