@@ -386,12 +386,12 @@ where
 /// writer committing what was admitted.
 ///
 /// A `SubmitReport` that finds the queue full first waits up to the admission wait
-/// (`[ingest] admission_wait_ms`) for a place, in arrival order, without reading its body; if one
-/// comes up it is admitted into that place, otherwise it gets RESOURCE_EXHAUSTED. Callers that
-/// retry at once then cycle once per wait instead of as fast as the CPU can refuse them, and a
-/// short burst is absorbed instead of refused. `SubmitReportBatch` is refused at once. (A call
-/// that passes this check without a reservation may still find the queue full and be refused
-/// after decoding.)
+/// (`admission_wait_ms`, never more than half its `grpc-timeout`) for a place, in arrival order,
+/// without reading its body; if one comes up it is admitted into that place, otherwise it gets
+/// RESOURCE_EXHAUSTED. Callers that retry at once then cycle once per wait instead of as fast as
+/// the CPU can refuse them, and a short burst is absorbed instead of refused. `SubmitReportBatch`
+/// is refused at once. (A call that passes this check and finds the queue full after decoding
+/// waits in the handler the same way.)
 #[derive(Clone)]
 struct ShedWhenFull<S> {
     inner: S,
