@@ -463,11 +463,13 @@ where
             return futures::future::Either::Right(self.inner.call(request));
         }
         let capacity = self.ingest.capacity();
-        let mut wait = if Self::waits(path) { self.ingest.admission_wait() } else { Duration::ZERO };
         // A caller whose deadline comes sooner hears the refusal before it, not DEADLINE_EXCEEDED.
-        if let Some(deadline) = request.headers().get("grpc-timeout").and_then(|v| grpc_timeout(v.as_bytes())) {
-            wait = wait.min(deadline / 2);
-        }
+        let deadline = request.headers().get("grpc-timeout").and_then(|v| crate::api::grpc_timeout(v.as_bytes()));
+        let wait = if Self::waits(path) {
+            crate::api::report::wait_within(self.ingest.admission_wait(), deadline)
+        } else {
+            Duration::ZERO
+        };
         if wait.is_zero() {
             return futures::future::Either::Left(Box::pin(
                 async move { Ok(refuse_queue_full(request, capacity).await) },
@@ -530,25 +532,6 @@ fn too_large_is_resource_exhausted(mut response: GrpcResponse) -> GrpcResponse {
     response
 }
 
-/// The duration of a `grpc-timeout` header: 1–8 ASCII digits and a unit (`H`, `M`, `S`, `m`, `u`,
-/// `n`), as the gRPC over HTTP/2 protocol defines it. `None` for anything else.
-fn grpc_timeout(value: &[u8]) -> Option<Duration> {
-    let (&unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b'H' => Duration::from_secs(amount * 3600),
-        b'M' => Duration::from_secs(amount * 60),
-        b'S' => Duration::from_secs(amount),
-        b'm' => Duration::from_millis(amount),
-        b'u' => Duration::from_micros(amount),
-        b'n' => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
 /// Browsers may call grpc-web and REST from other origins; they must see the gRPC status.
 fn cors() -> CorsLayer {
     CorsLayer::new()
@@ -607,50 +590,5 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use proptest::prelude::*;
-
-    use super::grpc_timeout;
-
-    #[test]
-    fn grpc_timeouts_in_every_unit() {
-        assert_eq!(grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
-        assert_eq!(grpc_timeout(b"5S"), Some(Duration::from_secs(5)));
-        assert_eq!(grpc_timeout(b"250m"), Some(Duration::from_millis(250)));
-        assert_eq!(grpc_timeout(b"99999999u"), Some(Duration::from_micros(99_999_999)));
-        assert_eq!(grpc_timeout(b"1n"), Some(Duration::from_nanos(1)));
-        for bad in [&b""[..], b"m", b"100", b"123456789m", b"-5m", b"5 m", b"5x", b"\xff\xfem", "5\u{663}m".as_bytes()]
-        {
-            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
-
-    proptest! {
-        /// Any header bytes: an answer or `None`, never a panic.
-        #[test]
-        fn any_grpc_timeout_header_is_parsed_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
-            let _ = grpc_timeout(&bytes);
-        }
-
-        /// What a client writes is read back exactly.
-        #[test]
-        fn written_grpc_timeouts_read_back(amount in 0u64..100_000_000, unit in 0usize..6) {
-            let (suffix, duration) = [
-                ("H", Duration::from_secs(amount * 3600)),
-                ("M", Duration::from_secs(amount * 60)),
-                ("S", Duration::from_secs(amount)),
-                ("m", Duration::from_millis(amount)),
-                ("u", Duration::from_micros(amount)),
-                ("n", Duration::from_nanos(amount)),
-            ][unit];
-            prop_assert_eq!(grpc_timeout(format!("{amount}{suffix}").as_bytes()), Some(duration));
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! `runwarden.v1.ReportService`: workers submit their reports here.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tonic::{Request, Response, Status};
 
@@ -36,14 +36,17 @@ impl ReportApi {
         caller: &Caller,
         request: SubmitReportRequest,
     ) -> Result<SubmitReportResponse, Error> {
-        self.submit_report_in(caller, None, request).await
+        self.submit_report_in(caller, None, None, request).await
     }
 
-    /// [`ReportApi::submit_report`] into a place already reserved in the writer's queue, if any.
+    /// [`ReportApi::submit_report`] into a place already reserved in the writer's queue, if any;
+    /// without one, a full queue is waited on for at most half of `deadline` (the call's
+    /// `grpc-timeout`).
     pub async fn submit_report_in(
         &self,
         caller: &Caller,
         place: Option<&Reservation>,
+        deadline: Option<Duration>,
         request: SubmitReportRequest,
     ) -> Result<SubmitReportResponse, Error> {
         observe("SubmitReport", async {
@@ -56,11 +59,13 @@ impl ReportApi {
             // filled up behind while it was decoded) waits for one like `server::ShedWhenFull`.
             let ingest = &self.services.ingest;
             let waited = match place {
-                None if ingest.is_full() => match ingest.reserve(ingest.admission_wait()).await {
-                    Admission::Reserved(reservation) => Some(reservation),
-                    // Refused (full) or UNAVAILABLE (closed) just below.
-                    Admission::TimedOut | Admission::Closed => None,
-                },
+                None if ingest.is_full() => {
+                    match ingest.reserve(wait_within(ingest.admission_wait(), deadline)).await {
+                        Admission::Reserved(reservation) => Some(reservation),
+                        // Refused (full) or UNAVAILABLE (closed) just below.
+                        Admission::TimedOut | Admission::Closed => None,
+                    }
+                }
                 _ => None,
             };
             let ack = ingest.submit_in(place.or(waited.as_ref()), valid, received_at).await?;
@@ -249,6 +254,11 @@ impl BatchSummary {
     }
 }
 
+/// The admission wait, never more than half the caller's deadline (so the refusal reaches it first).
+pub(crate) fn wait_within(wait: Duration, deadline: Option<Duration>) -> Duration {
+    deadline.map_or(wait, |d| wait.min(d / 2))
+}
+
 #[tonic::async_trait]
 impl ReportService for ReportApi {
     async fn submit_report(
@@ -258,7 +268,9 @@ impl ReportService for ReportApi {
         let caller = Caller::of(request.extensions())?;
         // A place in the queue this call waited for while it was full (see `server::ShedWhenFull`).
         let place = request.extensions().get::<Reservation>().cloned();
-        Ok(Response::new(ReportApi::submit_report_in(self, &caller, place.as_ref(), request.into_inner()).await?))
+        let deadline = request.metadata().get("grpc-timeout").and_then(|v| super::grpc_timeout(v.as_encoded_bytes()));
+        let call = ReportApi::submit_report_in(self, &caller, place.as_ref(), deadline, request.into_inner());
+        Ok(Response::new(call.await?))
     }
 
     async fn submit_reports(
