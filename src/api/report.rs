@@ -16,7 +16,7 @@ use crate::{
     },
     store::{
         executions,
-        ingest::{Ack, Admission, Reservation},
+        ingest::{Ack, Reservation},
     },
 };
 
@@ -58,17 +58,8 @@ impl ReportApi {
             // A call without a place that finds the queue full (REST, or a gRPC call the queue
             // filled up behind while it was decoded) waits for one like `server::ShedWhenFull`.
             let ingest = &self.services.ingest;
-            let waited = match place {
-                None if ingest.is_full() => {
-                    match ingest.reserve(wait_within(ingest.admission_wait(), deadline)).await {
-                        Admission::Reserved(reservation) => Some(reservation),
-                        // Refused (full) or UNAVAILABLE (closed) just below.
-                        Admission::TimedOut | Admission::Closed => None,
-                    }
-                }
-                _ => None,
-            };
-            let ack = ingest.submit_in(place.or(waited.as_ref()), valid, received_at).await?;
+            let wait = wait_within(ingest.admission_wait(), deadline);
+            let ack = ingest.submit_in(place, wait, valid, received_at).await?;
             let (duplicate, analysis) = match ack {
                 Ack::Stored(analysis) => (false, *analysis),
                 // The worker learns the scores of the copy that was stored first.

@@ -93,6 +93,13 @@ impl Default for IngestConfig {
 #[derive(Clone)]
 pub struct Reservation(Arc<std::sync::Mutex<Option<mpsc::OwnedPermit<Job>>>>);
 
+impl Reservation {
+    /// The place, the first time; `None` once used.
+    fn take(&self) -> Option<mpsc::OwnedPermit<Job>> {
+        self.0.lock().ok()?.take()
+    }
+}
+
 /// What waiting for a place in the queue ended with.
 pub enum Admission {
     Reserved(Reservation),
@@ -163,30 +170,44 @@ pub fn queue_full(capacity: usize) -> Error {
 impl Ingest {
     /// Queues `report` and waits until it is committed (or refused).
     pub async fn submit(&self, report: ValidReport, received_at: DateTime<Utc>) -> Result<Ack, Error> {
-        self.submit_in(None, report, received_at).await
+        self.submit_in(None, Duration::ZERO, report, received_at).await
     }
 
-    /// [`Ingest::submit`] into the place `reservation` holds, if it still holds one.
+    /// [`Ingest::submit`] into the place `reservation` holds, if it still holds one; otherwise, if
+    /// the queue is full, after waiting up to `wait` for a place ([`Ingest::reserve`]).
     pub async fn submit_in(
         &self,
         reservation: Option<&Reservation>,
+        wait: Duration,
         report: ValidReport,
         received_at: DateTime<Utc>,
     ) -> Result<Ack, Error> {
         let (ack, done) = oneshot::channel();
         let job = Job { report, received_at, ack };
-        let held = reservation.and_then(|r| r.0.lock().ok()?.take());
-        match held {
+        let closed = || Error::Unavailable("server is shutting down; retry".into());
+        let full = || {
+            metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
+            queue_full(self.capacity)
+        };
+        match reservation.and_then(Reservation::take) {
             Some(permit) => {
                 permit.send(job);
             }
-            None => self.tx.try_send(job).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
-                    queue_full(self.capacity)
-                }
-                mpsc::error::TrySendError::Closed(_) => Error::Unavailable("server is shutting down; retry".into()),
-            })?,
+            None => match self.tx.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed()),
+                Err(mpsc::error::TrySendError::Full(_)) if wait.is_zero() => return Err(full()),
+                Err(mpsc::error::TrySendError::Full(job)) => match self.reserve(wait).await {
+                    Admission::Reserved(place) => match place.take() {
+                        Some(permit) => {
+                            permit.send(job);
+                        }
+                        None => return Err(full()),
+                    },
+                    Admission::TimedOut => return Err(full()),
+                    Admission::Closed => return Err(closed()),
+                },
+            },
         }
         metrics::gauge!("runwarden_ingest_queue_depth").set(self.depth() as f64);
         done.await.unwrap_or_else(|_| Err(Error::Unavailable("report was not stored; retry".into())))
