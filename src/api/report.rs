@@ -63,7 +63,9 @@ impl ReportApi {
             let (duplicate, analysis) = match ack {
                 Ack::Stored(analysis) => (false, *analysis),
                 // The worker learns the scores of the copy that was stored first.
-                Ack::Duplicate => (true, stored_analysis(&self.services, &execution_id).await?),
+                // (Boxed: the query's future is large, and inline it would be carried, and moved,
+                // by every call's future, duplicate or not.)
+                Ack::Duplicate => (true, Box::pin(stored_analysis(&self.services, &execution_id)).await?),
             };
             tracing::debug!(worker = %worker, execution_id = %execution_id, duplicate, "report submitted");
             Ok(SubmitReportResponse {

@@ -175,42 +175,61 @@ impl Ingest {
 
     /// [`Ingest::submit`] into the place `reservation` holds, if it still holds one; otherwise, if
     /// the queue is full, after waiting up to `wait` for a place ([`Ingest::reserve`]).
-    pub async fn submit_in(
+    ///
+    /// The report is queued (or refused) before this returns; the future only waits for the
+    /// commit. So the report is moved once, into the queue, and the future every unary call
+    /// carries stays small: a report is ~640 bytes, and an `async fn` holding it across its
+    /// awaits made each call's future several KiB, copied at every level that awaited it.
+    pub fn submit_in(
         &self,
         reservation: Option<&Reservation>,
         wait: Duration,
         report: ValidReport,
         received_at: DateTime<Utc>,
-    ) -> Result<Ack, Error> {
+    ) -> impl Future<Output = Result<Ack, Error>> + Send + 'static {
         let (ack, done) = oneshot::channel();
         let job = Job { report, received_at, ack };
-        let closed = || Error::Unavailable("server is shutting down; retry".into());
-        let full = || {
-            metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
-            queue_full(self.capacity)
-        };
-        match reservation.and_then(Reservation::take) {
+        let queued = match reservation.and_then(Reservation::take) {
             Some(permit) => {
                 permit.send(job);
+                Queued::Sent
             }
             None => match self.tx.try_send(job) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(closed()),
-                Err(mpsc::error::TrySendError::Full(_)) if wait.is_zero() => return Err(full()),
-                Err(mpsc::error::TrySendError::Full(job)) => match self.reserve(wait).await {
-                    Admission::Reserved(place) => match place.take() {
-                        Some(permit) => {
-                            permit.send(job);
+                Ok(()) => Queued::Sent,
+                Err(mpsc::error::TrySendError::Closed(_)) => Queued::Refused(shutting_down()),
+                Err(mpsc::error::TrySendError::Full(_)) if wait.is_zero() => {
+                    Queued::Refused(refused_full(self.capacity))
+                }
+                Err(mpsc::error::TrySendError::Full(job)) => {
+                    let (tx, capacity) = (self.tx.clone(), self.capacity);
+                    // Boxed: the rare path, which holds the report while it waits.
+                    Queued::Waiting(Box::pin(async move {
+                        match reserve(tx, wait).await {
+                            Admission::Reserved(place) => match place.take() {
+                                Some(permit) => {
+                                    permit.send(job);
+                                    Ok(())
+                                }
+                                None => Err(refused_full(capacity)),
+                            },
+                            Admission::TimedOut => Err(refused_full(capacity)),
+                            Admission::Closed => Err(shutting_down()),
                         }
-                        None => return Err(full()),
-                    },
-                    Admission::TimedOut => return Err(full()),
-                    Admission::Closed => return Err(closed()),
-                },
+                    }))
+                }
             },
+        };
+        if matches!(queued, Queued::Sent) {
+            metrics::gauge!("runwarden_ingest_queue_depth").set(self.depth() as f64);
         }
-        metrics::gauge!("runwarden_ingest_queue_depth").set(self.depth() as f64);
-        done.await.unwrap_or_else(|_| Err(Error::Unavailable("report was not stored; retry".into())))
+        async move {
+            match queued {
+                Queued::Sent => {}
+                Queued::Refused(e) => return Err(e),
+                Queued::Waiting(admitted) => admitted.await?,
+            }
+            done.await.unwrap_or_else(|_| Err(Error::Unavailable("report was not stored; retry".into())))
+        }
     }
 
     /// Queues all of `reports` at once (or none: a batch that does not fit in the queue is
@@ -232,7 +251,7 @@ impl Ingest {
                     self.capacity
                 ))
             }
-            mpsc::error::TrySendError::Closed(()) => Error::Unavailable("server is shutting down; retry".into()),
+            mpsc::error::TrySendError::Closed(()) => shutting_down(),
         })?;
         let mut waiting = Vec::with_capacity(reports.len());
         for (permit, (report, received_at)) in permits.zip(reports) {
@@ -306,12 +325,34 @@ impl Ingest {
 
     /// Waits up to `wait` for a place in the queue; waiters get places in the order they came.
     pub async fn reserve(&self, wait: Duration) -> Admission {
-        match tokio::time::timeout(wait, self.tx.clone().reserve_owned()).await {
-            Ok(Ok(permit)) => Admission::Reserved(Reservation(Arc::new(std::sync::Mutex::new(Some(permit))))),
-            Ok(Err(_)) => Admission::Closed,
-            Err(_) => Admission::TimedOut,
-        }
+        reserve(self.tx.clone(), wait).await
     }
+}
+
+async fn reserve(tx: mpsc::Sender<Job>, wait: Duration) -> Admission {
+    match tokio::time::timeout(wait, tx.reserve_owned()).await {
+        Ok(Ok(permit)) => Admission::Reserved(Reservation(Arc::new(std::sync::Mutex::new(Some(permit))))),
+        Ok(Err(_)) => Admission::Closed,
+        Err(_) => Admission::TimedOut,
+    }
+}
+
+/// Where [`Ingest::submit_in`] left a report.
+enum Queued {
+    Sent,
+    Refused(Error),
+    /// Waiting for a place in a full queue.
+    Waiting(std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>),
+}
+
+fn shutting_down() -> Error {
+    Error::Unavailable("server is shutting down; retry".into())
+}
+
+/// [`queue_full`], counted.
+fn refused_full(capacity: usize) -> Error {
+    metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
+    queue_full(capacity)
 }
 
 impl Writer {
