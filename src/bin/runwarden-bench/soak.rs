@@ -2,7 +2,14 @@
 //! with streams heartbeating and live watches open, sampled per slice: reports/s, p99, server
 //! RSS and errors. `--check` turns the verdict into the exit code: zero errors, every slice
 //! within 10 % of the target rate, p99 of the last slice at most 3x the median slice's, RSS
-//! growth after the first slice under 25 %. CI runs a 60-second version with `--check`.
+//! growth over the second half of the run under 15 %, and peak RSS under 200 MB. CI runs a
+//! 60-second version with `--check`.
+//!
+//! RSS is judged from the middle of the run, not the first slice: the SQLite page caches (32 MiB
+//! for the writer by default) fill as the database grows, so RSS rises early and then holds —
+//! how far it has got by the first slice depends on the machine's speed (on a machine half as
+//! fast, the 60-second soak's RSS rose 73 → 92 MB, +25 %, flat for its last 10 s). A leak keeps
+//! growing in the second half; a filling cache does not.
 
 use std::{
     sync::{
@@ -193,8 +200,10 @@ fn verdict(rows: &[(f64, Duration, u64, f64)], target: f64, background_errors: u
     let median_p99 = p99s[p99s.len() / 2];
     let last_p99 = rows[rows.len() - 1].1;
     let rss_first = rows[0].3;
+    let rss_mid = rows[(rows.len() - 1) / 2].3;
     let rss_max = rows.iter().map(|r| r.3).fold(0.0, f64::max);
-    let growth = if rss_first > 0.0 { rss_max / rss_first - 1.0 } else { 0.0 };
+    let rss_max_late = rows[(rows.len() - 1) / 2..].iter().map(|r| r.3).fold(0.0, f64::max);
+    let growth = if rss_mid > 0.0 { rss_max_late / rss_mid - 1.0 } else { 0.0 };
     let checks = [
         ("zero errors", errors == 0, format!("{errors}")),
         (
@@ -208,10 +217,14 @@ fn verdict(rows: &[(f64, Duration, u64, f64)], target: f64, background_errors: u
             format!("{:.2} ms vs {:.2} ms", last_p99.as_secs_f64() * 1000.0, median_p99.as_secs_f64() * 1000.0),
         ),
         (
-            "RSS growth under 25 %",
-            growth < 0.25,
-            format!("{rss_first:.1} -> {rss_max:.1} MB ({:+.0} %)", growth * 100.0),
+            "RSS growth over the second half under 15 %",
+            growth < 0.15,
+            format!(
+                "{rss_mid:.1} -> {rss_max_late:.1} MB ({:+.0} %; from the first slice {rss_first:.1} MB)",
+                growth * 100.0
+            ),
         ),
+        ("peak RSS under 200 MB", rss_max < 200.0, format!("{rss_max:.1} MB")),
     ];
     let mut ok = true;
     for (name, passed, detail) in checks {
