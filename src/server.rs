@@ -423,7 +423,6 @@ where
     B::Data: Send,
 {
     use http_body_util::BodyExt;
-    metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
     let status: tonic::Status = ingest::queue_full(capacity).into();
     let mut response = status.into_http::<tonic::body::Body>();
     if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {

@@ -162,8 +162,10 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
     (Ingest { tx, capacity, admission_wait: config.admission_wait, events, health, stream_ends }, Writer { done, stop })
 }
 
-/// The refusal of a report that finds the queue full.
+/// The refusal of a report that finds the queue full, counted in
+/// `runwarden_ingest_rejected_total{reason="queue_full"}`.
 pub fn queue_full(capacity: usize) -> Error {
+    metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
     Error::ResourceExhausted(format!("ingest queue is full ({capacity} reports waiting); retry with backoff"))
 }
 
@@ -197,9 +199,7 @@ impl Ingest {
             None => match self.tx.try_send(job) {
                 Ok(()) => Queued::Sent,
                 Err(mpsc::error::TrySendError::Closed(_)) => Queued::Refused(shutting_down()),
-                Err(mpsc::error::TrySendError::Full(_)) if wait.is_zero() => {
-                    Queued::Refused(refused_full(self.capacity))
-                }
+                Err(mpsc::error::TrySendError::Full(_)) if wait.is_zero() => Queued::Refused(queue_full(self.capacity)),
                 Err(mpsc::error::TrySendError::Full(job)) => {
                     let (tx, capacity) = (self.tx.clone(), self.capacity);
                     // Boxed: the rare path, which holds the report while it waits.
@@ -210,9 +210,9 @@ impl Ingest {
                                     permit.send(job);
                                     Ok(())
                                 }
-                                None => Err(refused_full(capacity)),
+                                None => Err(queue_full(capacity)),
                             },
-                            Admission::TimedOut => Err(refused_full(capacity)),
+                            Admission::TimedOut => Err(queue_full(capacity)),
                             Admission::Closed => Err(shutting_down()),
                         }
                     }))
@@ -347,12 +347,6 @@ enum Queued {
 
 fn shutting_down() -> Error {
     Error::Unavailable("server is shutting down; retry".into())
-}
-
-/// [`queue_full`], counted.
-fn refused_full(capacity: usize) -> Error {
-    metrics::counter!("runwarden_ingest_rejected_total", "reason" => "queue_full").increment(1);
-    queue_full(capacity)
 }
 
 impl Writer {
