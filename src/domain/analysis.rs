@@ -18,7 +18,7 @@ pub fn analyze(report: &ValidReport, state: &mut WorkerRunningState, config: &Sc
         duration_ms: non_negative(report.duration_ms),
         records_processed: report.report.data_verification.as_ref().map_or(0, |d| non_negative(d.records_processed)),
     });
-    to_proto(&card, &learning, config)
+    to_proto(card, &learning, config)
 }
 
 fn non_negative(n: i64) -> u64 {
@@ -27,7 +27,8 @@ fn non_negative(n: i64) -> u64 {
 
 /// The inputs scoring reads, from a report whose counts validation has already bounded.
 pub fn scoring_input(report: &ValidReport) -> ScoringInput {
-    let data = report.report.data_verification.clone().unwrap_or_default();
+    let absent = pb::DataVerification::default();
+    let data = report.report.data_verification.as_ref().unwrap_or(&absent);
     let resources = report.report.resource_metrics.unwrap_or_default();
     ScoringInput {
         outcome: match report.outcome {
@@ -63,7 +64,7 @@ pub fn quality_level_to_proto(level: QualityLevel) -> pb::QualityLevel {
     }
 }
 
-fn to_proto(card: &ScoreCard, learning: &LearningFields, config: &ScoringConfig) -> pb::Analysis {
+fn to_proto(card: ScoreCard, learning: &LearningFields, config: &ScoringConfig) -> pb::Analysis {
     let s = &card.scores;
     let w = &config.weights;
     pb::Analysis {
@@ -76,10 +77,10 @@ fn to_proto(card: &ScoreCard, learning: &LearningFields, config: &ScoringConfig)
         }),
         quality_level: quality_level_to_proto(card.level) as i32,
         reasons: Some(pb::ScoreReasons {
-            reliability: card.reasons.reliability.clone(),
-            performance: card.reasons.performance.clone(),
-            data_quality: card.reasons.data_quality.clone(),
-            resource_efficiency: card.reasons.resource_efficiency.clone(),
+            reliability: card.reasons.reliability,
+            performance: card.reasons.performance,
+            data_quality: card.reasons.data_quality,
+            resource_efficiency: card.reasons.resource_efficiency,
         }),
         weights: Some(pb::ScoreWeights {
             reliability: w.reliability,

@@ -114,7 +114,8 @@ pub struct ExecutionFacts {
 impl ExecutionFacts {
     /// The facts of a stored report; incremental updates and rebuilds both build them here.
     pub fn from_report(report: &pb::ExecutionReport, scores: &pb::Scores, started_at_us: i64) -> ExecutionFacts {
-        let data = report.data_verification.clone().unwrap_or_default();
+        let absent = pb::DataVerification::default();
+        let data = report.data_verification.as_ref().unwrap_or(&absent);
         ExecutionFacts {
             started_at_us,
             outcome: match report.outcome() {

@@ -38,12 +38,20 @@ const INSERT_COLUMN_COUNT: usize = 21;
 /// Most rows in one INSERT statement (21 parameters each: well under SQLite's 32,766).
 pub const MAX_ROWS_PER_INSERT: usize = 128;
 
-/// Inserts `rows` (their `id` is ignored; the database assigns it). Statements carry a power of
-/// two of rows (128, then 64, 32, … for the rest), so their text takes one of eight shapes and
-/// each is prepared once per connection and then found in the statement cache, instead of being
-/// parsed anew for every batch size.
+/// Inserts `rows` (their `id` is ignored; the database assigns it), with [`insert_statements`].
 pub async fn insert_new(db: &impl ConnectionTrait, rows: Vec<ExecutionRow>) -> Result<(), DbErr> {
-    let backend = db.get_database_backend();
+    for statement in insert_statements(db.get_database_backend(), rows) {
+        db.execute_raw(statement).await?;
+    }
+    Ok(())
+}
+
+/// The INSERT statements of `rows` (their `id` is ignored). Statements carry a power of two of
+/// rows (128, then 64, 32, … for the rest), so their text takes one of eight shapes and each is
+/// prepared once per connection and then found in the statement cache, instead of being parsed
+/// anew for every batch size.
+pub fn insert_statements(backend: DbBackend, rows: Vec<ExecutionRow>) -> Vec<Statement> {
+    let mut statements = Vec::with_capacity(rows.len().div_ceil(MAX_ROWS_PER_INSERT) + 7);
     let mut rows = rows.into_iter();
     let mut left = rows.len();
     while left > 0 {
@@ -52,10 +60,10 @@ pub async fn insert_new(db: &impl ConnectionTrait, rows: Vec<ExecutionRow>) -> R
         for row in rows.by_ref().take(n) {
             values.extend(row_values(row));
         }
-        db.execute_raw(Statement::from_sql_and_values(backend, insert_sql(backend, n), values)).await?;
+        statements.push(Statement::from_sql_and_values(backend, insert_sql(backend, n), values));
         left -= n;
     }
-    Ok(())
+    statements
 }
 
 /// The rows of the next statement when `left` remain: the largest power of two that fits.

@@ -1,53 +1,59 @@
-//! The ingest writer: one task owns every write of reports. Callers enqueue a validated report
-//! and wait; the writer takes everything pending (up to a batch limit), stores it in ONE
-//! transaction — executions, worker state — and answers each caller only after the commit.
-//! An acknowledged report is therefore durable, and a failed commit acknowledges nothing.
+//! The ingest writer: callers enqueue a validated report and wait; every report is stored by one
+//! writer, in batches of ONE transaction each — executions, worker state, rollups, anomalies —
+//! and each caller is answered only after its batch commits. An acknowledged report is therefore
+//! durable, and a failed commit acknowledges nothing.
+//!
+//! Two threads share the work, so that computing a batch and committing the one before it
+//! overlap instead of taking turns:
+//! - the **planner** gathers what is queued (up to a batch limit) while the writer is busy, and
+//!   computes what the batch does — scores, learning state, anomalies, rows ([`plan`]) — from its
+//!   cache of the worker rows the previous batches left;
+//! - the **writer** commits the batch: it applies the plan if the database still holds exactly the
+//!   worker rows the plan was computed from and none of its reports is stored yet; otherwise (a
+//!   worker changed elsewhere, a retried report, a worker not cached) it computes the batch again
+//!   from the database inside the transaction. Either way what is stored is what computing it in
+//!   the transaction gives. Only one batch is with the writer at a time, and the planner learns
+//!   its outcome before it hands over the next.
 //!
 //! Idempotency: `execution_id` is unique. A report whose id is already stored, or that repeats an
 //! id earlier in the same batch, is answered `Duplicate` and changes nothing.
 
 use std::{
-    collections::HashMap,
-    sync::Arc,
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, IntoActiveModel, QueryFilter, QuerySelect,
 };
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use super::{
     Store,
-    anomalies::{
-        NewAnomaly, decode_recent, encode_recent, insert as insert_anomalies, open_kinds as open_anomaly_kinds,
-        resolve as resolve_anomalies,
-    },
-    entities::{executions, workers},
-    executions::{MAX_ROWS_PER_INSERT, existing_ids, insert_new as insert_executions},
+    anomalies::{insert as insert_anomalies, open_kinds as open_anomaly_kinds, resolve as resolve_anomalies},
+    entities::workers,
+    executions::existing_ids,
     rollups::PendingRollups,
     to_micros,
 };
 use crate::{
     domain::{
-        analysis::analyze,
-        anomaly::{
-            AnomalyConfig, AnomalyKind, Finding, RUN_LEVEL_KINDS, RunSample, detect, quota_exhaustion, resolves,
-            running_too_often_finding,
-        },
-        learning::WorkerRunningState,
-        rollup::ExecutionFacts,
-        schedule::{self, Expected, Schedule},
         scoring::ScoringConfig,
         validation::{ValidReport, to_timestamp},
-        worker_settings,
     },
     error::Error,
-    proto::v1::{Analysis, Execution, Outcome, WorkerHealth as ProtoHealth, WorkerHealthChange},
+    proto::v1::{Analysis, Execution, WorkerHealth as ProtoHealth, WorkerHealthChange},
 };
+
+mod plan;
+
+use plan::Plan;
 
 /// Worker rows per upsert statement: well under SQLite's and PostgreSQL's bound-parameter limits.
 const WORKER_UPSERT_CHUNK: usize = 100;
@@ -63,7 +69,9 @@ pub enum Ack {
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    /// Reports waiting for the writer before submissions are refused with RESOURCE_EXHAUSTED.
+    /// Reports waiting in the queue before submissions are refused with RESOURCE_EXHAUSTED. Besides
+    /// these, the batch being committed and the one being gathered behind it hold up to
+    /// `max_batch` each.
     pub queue_capacity: usize,
     /// Most reports committed in one transaction.
     pub max_batch: usize,
@@ -128,10 +136,23 @@ pub struct Ingest {
     health: broadcast::Sender<Arc<WorkerHealthChange>>,
     /// Streams other replicas ended (for the guardian's cache).
     stream_ends: broadcast::Sender<Arc<Vec<String>>>,
+    planned: Arc<PlanCounts>,
 }
 
-/// The running writer: its own OS thread with a single-threaded runtime, so the CPU it needs
-/// (scoring, statements) is never queued behind request handling on the server's runtime.
+/// How the committed batches were planned, also exported as
+/// `runwarden_ingest_batches_total{planned="ahead"|"in_transaction"}`.
+#[derive(Debug, Default)]
+pub struct PlanCounts {
+    /// Committed as the planner computed them, ahead of their transaction.
+    pub ahead: AtomicU64,
+    /// Computed again inside their transaction (first batch of a worker, rows changed elsewhere,
+    /// a retried report).
+    pub in_transaction: AtomicU64,
+}
+
+/// The running planner and writer: each on its own OS thread with a single-threaded runtime, so
+/// the CPU they need (scoring, statements) is never queued behind request handling on the
+/// server's runtime.
 pub struct Writer {
     done: oneshot::Receiver<()>,
     stop: Arc<Notify>,
@@ -144,22 +165,39 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
     let stop = Arc::new(Notify::new());
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
     let (health, _) = broadcast::channel(EVENTS_CAPACITY);
-    let channels = Channels { executions: events.clone(), health: health.clone() };
+    let planned = Arc::new(PlanCounts::default());
+    let channels = Channels { executions: events.clone(), health: health.clone(), planned: planned.clone() };
     let (finished, done) = oneshot::channel();
-    let writer_stop = stop.clone();
-    let task = run(store, rx, config.max_batch.max(1), config.scoring, writer_stop, channels);
-    let spawned = std::thread::Builder::new().name("runwarden-writer".into()).spawn(move || {
-        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime.block_on(task),
-            Err(e) => tracing::error!(error = %e, "cannot start the ingest writer's runtime"),
-        }
+    let (batches_tx, batches_rx) = mpsc::channel(1);
+    let (settled_tx, settled_rx) = mpsc::unbounded_channel();
+    let planner =
+        plan(rx, stop.clone(), batches_tx, settled_rx, store.backend(), config.max_batch.max(1), config.scoring);
+    let writer = write(store, batches_rx, settled_tx, config.scoring, channels);
+    on_own_thread("runwarden-plan", planner, || {});
+    on_own_thread("runwarden-writer", writer, move || {
         let _ = finished.send(());
     });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the ingest writer thread");
-    }
     let (stream_ends, _) = broadcast::channel(EVENTS_CAPACITY);
-    (Ingest { tx, capacity, admission_wait: config.admission_wait, events, health, stream_ends }, Writer { done, stop })
+    let ingest = Ingest { tx, capacity, admission_wait: config.admission_wait, events, health, stream_ends, planned };
+    (ingest, Writer { done, stop })
+}
+
+/// Runs `task` on a thread of its own with a single-threaded runtime, then `finished`.
+fn on_own_thread(
+    name: &str,
+    task: impl Future<Output = ()> + Send + 'static,
+    finished: impl FnOnce() + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(task),
+            Err(e) => tracing::error!(error = %e, "cannot start the ingest runtime"),
+        }
+        finished();
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, thread = name, "cannot start an ingest thread");
+    }
 }
 
 /// The refusal of a report that finds the queue full, counted in
@@ -303,6 +341,11 @@ impl Ingest {
         let _ = self.events.send(execution);
     }
 
+    /// How the batches committed so far were planned: (ahead, in the transaction).
+    pub fn plan_counts(&self) -> (u64, u64) {
+        (self.planned.ahead.load(Ordering::Relaxed), self.planned.in_transaction.load(Ordering::Relaxed))
+    }
+
     /// Reports waiting for the writer.
     pub fn depth(&self) -> usize {
         self.capacity - self.tx.capacity()
@@ -359,60 +402,213 @@ impl Writer {
     }
 }
 
-async fn run(
-    store: Store,
+/// A batch on its way from the planner to the writer.
+struct Batch {
+    jobs: Vec<Job>,
+    /// Computed ahead of the transaction from the planner's cache of worker rows; `None` when a
+    /// report's worker was not in it.
+    plan: Option<Plan>,
+}
+
+/// What became of a batch, as the planner needs to know it.
+enum Settled {
+    /// Committed as planned: the planner's cache already holds the rows it left.
+    Applied,
+    /// Committed after planning it again from the database (the rows had changed, a report was
+    /// already stored, or there was no plan): the worker rows as the commit left them.
+    Recomputed(Vec<workers::Model>),
+    /// Not committed.
+    Failed,
+}
+
+/// Most worker rows the planner keeps; past this, the least recently used half is dropped (their
+/// workers' next batch is planned in the transaction, from the database, and cached again).
+const CACHED_WORKERS: usize = 20_000;
+
+/// The planner's copy of the worker rows as the batches it sent leave them.
+#[derive(Default)]
+struct RowCache {
+    rows: HashMap<String, (workers::Model, u64)>,
+    batches: u64,
+}
+
+impl RowCache {
+    fn get(&self, name: &str) -> Option<workers::Model> {
+        self.rows.get(name).map(|(row, _)| row.clone())
+    }
+
+    fn put(&mut self, rows: impl IntoIterator<Item = workers::Model>) {
+        self.batches += 1;
+        for row in rows {
+            self.rows.insert(row.worker_name.clone(), (row, self.batches));
+        }
+        if self.rows.len() > CACHED_WORKERS {
+            let mut used: Vec<u64> = self.rows.values().map(|(_, batch)| *batch).collect();
+            let (_, &mut cutoff, _) = used.select_nth_unstable(self.rows.len() / 2);
+            let newest = self.batches;
+            self.rows.retain(|_, (_, batch)| *batch > cutoff || *batch == newest);
+        }
+    }
+
+    fn forget<'a>(&mut self, names: impl IntoIterator<Item = &'a String>) {
+        for name in names {
+            self.rows.remove(name);
+        }
+    }
+}
+
+/// The batch the planner is gathering while the writer commits the previous one.
+struct Pending {
+    jobs: Vec<Job>,
+    plan: Option<Plan>,
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending { jobs: Vec::new(), plan: Some(Plan::with_capacity(0)) }
+    }
+
+    fn push(&mut self, job: Job, cache: &RowCache, scoring: &ScoringConfig) {
+        if let Some(plan) = &mut self.plan
+            && plan.add(&job.report, job.received_at, scoring, |name| cache.get(name)).is_err()
+        {
+            self.plan = None;
+        }
+        self.jobs.push(job);
+    }
+
+    /// Plans the gathered reports again, after the cache changed under them.
+    fn replan(&mut self, cache: &RowCache, scoring: &ScoringConfig) {
+        let mut plan = Plan::with_capacity(self.jobs.len());
+        let planned =
+            self.jobs.iter().all(|job| plan.add(&job.report, job.received_at, scoring, |name| cache.get(name)).is_ok());
+        self.plan = planned.then_some(plan);
+    }
+}
+
+/// The planner: gathers the queued reports into a batch and computes what they do while the
+/// writer commits the batch before, then hands the batch over as soon as the writer is free. At
+/// most one batch is with the writer, so a plan is always computed from rows that are either
+/// committed or about to be by the batch before, whose outcome the planner learns first.
+async fn plan(
     mut rx: mpsc::Receiver<Job>,
+    stop: Arc<Notify>,
+    batches: mpsc::Sender<Batch>,
+    mut settled: mpsc::UnboundedReceiver<Settled>,
+    backend: DbBackend,
     max_batch: usize,
     scoring: ScoringConfig,
-    stop: Arc<Notify>,
-    events: Channels,
 ) {
-    let mut closing = false;
+    let mut cache = RowCache::default();
+    let mut pending = Pending::new();
+    // Workers of the batch with the writer, while it is there.
+    let mut in_flight: Option<Vec<String>> = None;
+    let (mut closing, mut drained) = (false, false);
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             biased;
-            job = rx.recv() => match job {
-                Some(job) => job,
-                None => break,
+            outcome = settled.recv(), if in_flight.is_some() => {
+                let workers = in_flight.take().unwrap_or_default();
+                match outcome {
+                    Some(Settled::Applied) => {}
+                    Some(Settled::Recomputed(rows)) => {
+                        // What the plan said of workers the batch did not touch after all (its
+                        // reports were stored already) is not so either.
+                        cache.forget(&workers);
+                        cache.put(rows);
+                        pending.replan(&cache, &scoring);
+                    }
+                    Some(Settled::Failed) | None => {
+                        cache.forget(&workers);
+                        pending.replan(&cache, &scoring);
+                    }
+                }
+            }
+            job = rx.recv(), if !drained && pending.jobs.len() < max_batch => match job {
+                Some(job) => {
+                    pending.push(job, &cache, &scoring);
+                    // While the writer is busy, take what else is queued; the batch goes as
+                    // soon as the writer is free.
+                    while in_flight.is_some() && settled.is_empty() && pending.jobs.len() < max_batch {
+                        match rx.try_recv() {
+                            Ok(job) => pending.push(job, &cache, &scoring),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => drained = true,
             },
             () = stop.notified(), if !closing => {
-                // Refuse new work; what is already queued is still committed below.
+                // Refuse new work; what is already queued is still committed.
                 rx.close();
                 closing = true;
-                continue;
             }
-        };
-        let mut batch = Vec::with_capacity(max_batch.min(rx.len() + 1));
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+            else => break,
+        }
+        metrics::gauge!("runwarden_ingest_queue_depth").set(rx.len() as f64);
+        if in_flight.is_none() && !pending.jobs.is_empty() {
+            let Pending { jobs, plan } = std::mem::replace(&mut pending, Pending::new());
+            let plan = plan.map(|mut plan| {
+                let now = jobs.iter().map(|job| job.received_at).max().unwrap_or_default();
+                plan.finish(now, backend);
+                cache.put(plan.workers.values().map(|worker| worker.row.clone()));
+                plan
+            });
+            let workers = jobs.iter().map(|job| job.report.report.worker_name.clone()).collect();
+            in_flight = Some(workers);
+            if batches.send(Batch { jobs, plan }).await.is_err() {
+                tracing::error!("ingest writer is gone; queued reports are refused");
+                break;
             }
         }
-        commit(&store, &scoring, batch, &events).await;
-        metrics::gauge!("runwarden_ingest_queue_depth").set(rx.len() as f64);
+        if drained && in_flight.is_none() && pending.jobs.is_empty() {
+            break;
+        }
+    }
+}
+
+/// The writer: commits each batch the planner hands over, answers its callers, and tells the
+/// planner what became of it.
+async fn write(
+    store: Store,
+    mut batches: mpsc::Receiver<Batch>,
+    settled: mpsc::UnboundedSender<Settled>,
+    scoring: ScoringConfig,
+    channels: Channels,
+) {
+    while let Some(batch) = batches.recv().await {
+        let outcome = commit(&store, &scoring, batch, &channels).await;
+        let _ = settled.send(outcome);
     }
     tracing::info!("ingest writer stopped");
 }
 
 /// Commits one batch and answers every caller in it.
-async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>, channels: &Channels) {
+async fn commit(store: &Store, scoring: &ScoringConfig, batch: Batch, channels: &Channels) -> Settled {
     let events = &channels.executions;
     let started = Instant::now();
-    let size = batch.len();
-    let (jobs, acks): (Vec<_>, Vec<_>) = batch.into_iter().map(|job| ((job.report, job.received_at), job.ack)).unzip();
-    let result = write_batch(store, scoring, &jobs).await;
+    let size = batch.jobs.len();
+    let (jobs, acks): (Vec<_>, Vec<_>) =
+        batch.jobs.into_iter().map(|job| ((job.report, job.received_at), job.ack)).unzip();
+    let result = write_planned(store, scoring, &jobs, batch.plan).await;
     let elapsed = started.elapsed();
     metrics::histogram!("runwarden_ingest_batch_size").record(size as f64);
     metrics::histogram!("runwarden_ingest_commit_seconds").record(elapsed.as_secs_f64());
     match result {
-        Ok(Written { acks: outcomes, health_changes }) => {
+        Ok((plan, applied)) => {
+            let (label, count) = if applied {
+                ("ahead", &channels.planned.ahead)
+            } else {
+                ("in_transaction", &channels.planned.in_transaction)
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("runwarden_ingest_batches_total", "planned" => label).increment(1);
+            let Plan { acks: outcomes, health_changes, workers, .. } = plan;
             publish_health(&channels.health, health_changes);
             let stored = outcomes.iter().filter(|a| matches!(a, Ack::Stored(_))).count();
             metrics::counter!("runwarden_reports_stored_total").increment(stored as u64);
             metrics::counter!("runwarden_reports_duplicate_total").increment((size - stored) as u64);
-            tracing::debug!(size, stored, elapsed_ms = elapsed.as_millis() as u64, "batch committed");
+            tracing::debug!(size, stored, applied, elapsed_ms = elapsed.as_millis() as u64, "batch committed");
             if events.receiver_count() > 0 {
                 for ((job, received_at), outcome) in jobs.iter().zip(&outcomes) {
                     if let Ack::Stored(analysis) = outcome {
@@ -432,6 +628,11 @@ async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>, channel
             for (ack, outcome) in acks.into_iter().zip(outcomes) {
                 let _ = ack.send(Ok(outcome));
             }
+            if applied {
+                Settled::Applied
+            } else {
+                Settled::Recomputed(workers.into_values().map(|worker| worker.row).collect())
+            }
         }
         Err(e) => {
             metrics::counter!("runwarden_db_errors_total").increment(1);
@@ -439,6 +640,7 @@ async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>, channel
             for ack in acks {
                 let _ = ack.send(Err(Error::Unavailable("database unavailable; report not stored, retry".into())));
             }
+            Settled::Failed
         }
     }
 }
@@ -447,6 +649,7 @@ async fn commit(store: &Store, scoring: &ScoringConfig, batch: Vec<Job>, channel
 struct Channels {
     executions: broadcast::Sender<Arc<Execution>>,
     health: broadcast::Sender<Arc<WorkerHealthChange>>,
+    planned: Arc<PlanCounts>,
 }
 
 fn publish_health(health: &broadcast::Sender<Arc<WorkerHealthChange>>, changes: Vec<WorkerHealthChange>) {
@@ -504,226 +707,158 @@ pub async fn write_batch(
     scoring: &ScoringConfig,
     jobs: &[(ValidReport, DateTime<Utc>)],
 ) -> Result<Written, DbErr> {
+    let (plan, _) = write_planned(store, scoring, jobs, None).await?;
+    Ok(Written { acks: plan.acks, health_changes: plan.health_changes })
+}
+
+/// Commits `jobs` in one transaction: with `plan` (computed ahead from cached worker rows) if the
+/// database still holds the rows it was computed from and none of its reports is stored yet;
+/// otherwise with a plan computed in the transaction. Returns the plan committed, and whether it
+/// was the one given.
+async fn write_planned(
+    store: &Store,
+    scoring: &ScoringConfig,
+    jobs: &[(ValidReport, DateTime<Utc>)],
+    plan: Option<Plan>,
+) -> Result<(Plan, bool), DbErr> {
     let txn = store.begin_write().await?;
-
-    // First occurrence of each id in the batch is the candidate; later copies are duplicates.
-    let mut first_index: HashMap<&str, usize> = HashMap::with_capacity(jobs.len());
-    let mut acks = vec![Ack::Duplicate; jobs.len()];
-    for (i, (job, _)) in jobs.iter().enumerate() {
-        first_index.entry(job.report.execution_id.as_str()).or_insert(i);
-    }
-    let candidates: Vec<&str> = first_index.keys().copied().collect();
-    let existing = existing_ids(&txn, &candidates).await?;
-    for id in &existing {
-        first_index.remove(id.as_str());
-    }
-    let mut new_indices: Vec<usize> = first_index.into_values().collect();
-    new_indices.sort_unstable();
-    if new_indices.is_empty() {
-        txn.commit().await?;
-        return Ok(Written { acks, health_changes: Vec::new() });
-    }
-    let now = jobs.iter().map(|(_, received_at)| *received_at).max().unwrap_or_default();
-
-    let mut worker_rows = load_workers(&txn, store.backend(), jobs, &new_indices).await?;
-    let mut touched: HashMap<String, bool> = HashMap::new();
-    let mut recent: HashMap<i64, Vec<RunSample>> = HashMap::new();
-    let mut book = AnomalyBook::default();
-    let mut schedules: HashMap<i64, Option<Schedule>> = HashMap::new();
-    // Executions go to SQLite (or PostgreSQL) in statements of MAX_ROWS_PER_INSERT while the
-    // next rows are computed: the statement runs on the connection's own thread, so the two
-    // overlap instead of taking turns. At most one statement is in flight; it is awaited before
-    // anything else uses the transaction.
-    let mut rows = Vec::with_capacity(new_indices.len().min(MAX_ROWS_PER_INSERT));
-    let mut inserting: Option<InFlight<'_>> = None;
-    let mut facts = Vec::with_capacity(new_indices.len());
-    for &i in &new_indices {
-        let (job, received_at) = &jobs[i];
-        let name = &job.report.worker_name;
-        let worker = match worker_rows.get_mut(name) {
-            Some(worker) => worker,
-            None => {
-                settle(&mut inserting).await?;
-                let inserted = workers::ActiveModel {
-                    worker_name: Set(name.clone()),
-                    worker_type: Set(job.report.worker_type.clone()),
-                    first_seen_us: Set(to_micros(job.started_at)),
-                    last_seen_us: Set(to_micros(job.completed_at)),
-                    last_outcome: Set(job.outcome as i32),
-                    run_count: Set(0),
-                    ..Default::default()
-                }
-                .insert(&txn)
-                .await?;
-                touched.insert(name.clone(), true);
-                worker_rows.entry(name.clone()).or_insert(inserted)
+    if let Some(mut plan) = plan {
+        let ids: Vec<&str> = plan.stored.iter().map(String::as_str).collect();
+        if existing_ids(&txn, &ids).await?.is_empty() {
+            let names: Vec<&str> = plan.workers.keys().map(String::as_str).collect();
+            let rows = load_workers(&txn, store.backend(), names).await?;
+            if plan.matches(&rows) {
+                apply(&txn, store, &mut plan).await?;
+                txn.commit().await?;
+                return Ok((plan, true));
             }
-        };
-        let mut state = running_state(worker);
-        let analysis = analyze(job, &mut state, scoring);
-        store_running_state(worker, &state);
-        observe_run(worker, job, &analysis);
-        let history = recent.entry(worker.id).or_insert_with(|| decode_recent(worker.recent_runs.as_deref()));
-        // Parsed once per worker and batch (a cron is parsed, its default grace searched).
-        let declared = schedules.entry(worker.id).or_insert_with(|| {
-            worker_settings::declared(
-                worker.schedule_interval_secs,
-                worker.schedule_cron.as_deref(),
-                worker.schedule_grace_secs,
-                worker.paused,
-                *received_at,
-            )
-        });
-        let run = run_sample(job, &analysis);
-        book.observe_schedule(worker.id, history, &run, declared.as_ref(), to_micros(*received_at));
-        book.observe(worker.id, history, run, &job.report.execution_id);
-        let scores = analysis.scores.unwrap_or_default();
-        facts.push((worker.id, ExecutionFacts::from_report(&job.report, &scores, to_micros(job.started_at))));
-        touched.entry(name.clone()).or_insert(false);
-        let learning = analysis.learning.unwrap_or_default();
-        rows.push(executions::Model {
-            id: 0,
-            execution_id: job.report.execution_id.clone(),
-            worker_id: worker.id,
-            outcome: job.outcome as i32,
-            started_at_us: to_micros(job.started_at),
-            completed_at_us: to_micros(job.completed_at),
-            duration_ms: job.duration_ms,
-            received_at_us: to_micros(*received_at),
-            records_fetched: job.report.data_verification.as_ref().map_or(0, |d| d.records_fetched),
-            records_processed: job.report.data_verification.as_ref().map_or(0, |d| d.records_processed),
-            records_failed: job.report.data_verification.as_ref().map_or(0, |d| d.records_failed),
-            report: job.report.encode_to_vec(),
-            score_reliability: scores.reliability,
-            score_performance: scores.performance,
-            score_data_quality: scores.data_quality,
-            score_resource_efficiency: scores.resource_efficiency,
-            score_overall: scores.overall,
-            quality_level: analysis.quality_level,
-            time_of_day_utc: learning.time_of_day_utc as i32,
-            day_of_week: learning.day_of_week as i32,
-            execution_number_today: learning.execution_number_today,
-            analysis: Some(analysis.encode_to_vec()),
-        });
-        acks[i] = Ack::Stored(Box::new(analysis));
-        if rows.len() == MAX_ROWS_PER_INSERT {
-            settle(&mut inserting).await?;
-            let full = std::mem::replace(&mut rows, Vec::with_capacity(MAX_ROWS_PER_INSERT));
-            inserting = Some(start(insert_executions(&txn, full)));
         }
     }
-    settle(&mut inserting).await?;
-    drop(inserting);
-    insert_executions(&txn, rows).await?;
+    let mut plan = plan_in(&txn, store.backend(), scoring, jobs).await?;
+    apply(&txn, store, &mut plan).await?;
+    txn.commit().await?;
+    Ok((plan, false))
+}
+
+/// Plans `jobs` from the database, inside the write transaction: reports already stored are
+/// duplicates, and a worker reporting for the first time gets its row.
+async fn plan_in(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    scoring: &ScoringConfig,
+    jobs: &[(ValidReport, DateTime<Utc>)],
+) -> Result<Plan, DbErr> {
+    let mut candidates: Vec<&str> = jobs.iter().map(|(job, _)| job.report.execution_id.as_str()).collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    let existing: HashSet<String> = existing_ids(txn, &candidates).await?.into_iter().collect();
+    let is_new = |job: &ValidReport| !existing.contains(&job.report.execution_id);
+    let names: Vec<&str> =
+        jobs.iter().filter(|(job, _)| is_new(job)).map(|(job, _)| job.report.worker_name.as_str()).collect();
+    let mut rows = load_workers(txn, backend, names).await?;
+    // New workers, registered in the order they first report.
+    for (job, _) in jobs.iter().filter(|(job, _)| is_new(job)) {
+        let name = &job.report.worker_name;
+        if !rows.contains_key(name) {
+            let inserted = workers::ActiveModel {
+                worker_name: Set(name.clone()),
+                worker_type: Set(job.report.worker_type.clone()),
+                first_seen_us: Set(to_micros(job.started_at)),
+                last_seen_us: Set(to_micros(job.completed_at)),
+                last_outcome: Set(job.outcome as i32),
+                run_count: Set(0),
+                ..Default::default()
+            }
+            .insert(txn)
+            .await?;
+            rows.insert(name.clone(), inserted);
+        }
+    }
+    let mut plan = Plan::with_capacity(jobs.len());
+    for (job, received_at) in jobs {
+        if !is_new(job) {
+            plan.skip();
+        } else if plan.add(job, *received_at, scoring, |name| rows.remove(name)).is_err() {
+            return Err(DbErr::Custom(format!("worker {:?} has no row after registering it", job.report.worker_name)));
+        }
+    }
+    let now = jobs.iter().map(|(_, received_at)| *received_at).max().unwrap_or_default();
+    plan.finish(now, backend);
+    Ok(plan)
+}
+
+/// Writes what `plan` decided: the executions, rollups, anomalies, alerts, the workers' rows and
+/// (on PostgreSQL) the notice to the other replicas. The caller commits.
+async fn apply(txn: &DatabaseTransaction, store: &Store, plan: &mut Plan) -> Result<(), DbErr> {
+    if plan.stored.is_empty() {
+        return Ok(());
+    }
+    for statement in std::mem::take(&mut plan.inserts) {
+        txn.execute_raw(statement).await?;
+    }
 
     // Rollups fold the runs in storage order, as a rebuild does, so both give identical rows.
     let mut keys: Vec<_> =
-        facts.iter().flat_map(|(worker_id, f)| PendingRollups::keys_of(*worker_id, f.started_at_us)).collect();
+        plan.facts.iter().flat_map(|(worker_id, f)| PendingRollups::keys_of(*worker_id, f.started_at_us)).collect();
     keys.sort_unstable();
     keys.dedup();
-    let mut rollups = PendingRollups::load(&txn, &keys).await?;
-    for (worker_id, f) in &facts {
+    let mut rollups = PendingRollups::load(txn, &keys).await?;
+    for (worker_id, f) in &plan.facts {
         rollups.observe(*worker_id, f);
     }
-    rollups.save(&txn).await?;
+    rollups.save(txn).await?;
 
     // Anomalies: close what this batch's runs resolved (only where something is open), then
     // record what they opened.
+    let book = &plan.book;
     let mut resolved = Vec::new();
     if !book.resolve_existing.is_empty() {
         let mut ids: Vec<i64> = book.resolve_existing.keys().map(|(w, _)| *w).collect();
         ids.sort_unstable();
         ids.dedup();
-        for (worker_id, kind) in open_anomaly_kinds(&txn, &ids).await? {
+        for (worker_id, kind) in open_anomaly_kinds(txn, &ids).await? {
             if let Some(&at_us) = book.resolve_existing.get(&(worker_id, kind.as_str()))
-                && resolve_anomalies(&txn, worker_id, &kind, at_us).await? > 0
+                && resolve_anomalies(txn, worker_id, &kind, at_us).await? > 0
             {
                 resolved.push((worker_id, kind, at_us));
             }
         }
     }
-    insert_anomalies(&txn, &book.opened).await?;
-    let mut health_changes = Vec::new();
-    for worker in worker_rows.values_mut() {
-        if let Some(history) = recent.get(&worker.id) {
-            worker.recent_runs = Some(encode_recent(history));
-        }
-        if touched.contains_key(&worker.worker_name) {
-            let starts: Vec<DateTime<Utc>> =
-                recent.get(&worker.id).map(|h| h.iter().map(|r| r.started_at).collect()).unwrap_or_default();
-            let health = super::workers::verdict_with_starts(worker, &starts, now).health.as_str();
-            if health != worker.health {
-                health_changes.push(health_change(&worker.worker_name, &worker.health, health, now));
-                health.clone_into(&mut worker.health);
-            }
-        }
-    }
+    insert_anomalies(txn, &book.opened).await?;
 
     // Alerts for what changed, in this transaction (the outbox; see crate::alerts).
-    if !resolved.is_empty() || !book.opened.is_empty() || !health_changes.is_empty() {
-        let names: HashMap<i64, String> = worker_rows.values().map(|w| (w.id, w.worker_name.clone())).collect();
-        let events = super::alerts::events_of(&book.opened, &resolved, &health_changes, &names);
-        super::alerts::record(&txn, &events, to_micros(now)).await?;
+    if !resolved.is_empty() || !book.opened.is_empty() || !plan.health_changes.is_empty() {
+        let names: HashMap<i64, String> =
+            plan.workers.values().map(|w| (w.row.id, w.row.worker_name.clone())).collect();
+        let events = super::alerts::events_of(&book.opened, &resolved, &plan.health_changes, &names);
+        super::alerts::record(txn, &events, to_micros(plan.now)).await?;
     }
 
     // One upsert writes back every worker the batch touched.
-    let touched_rows: Vec<_> =
-        touched.keys().filter_map(|name| worker_rows.remove(name)).map(|w| w.into_active_model()).collect();
     {
         use sea_orm::{Iterable, sea_query::OnConflict};
         let values: Vec<workers::Column> =
             workers::Column::iter().filter(|c| !matches!(c, workers::Column::Id)).collect();
-        let mut pending = touched_rows.into_iter().peekable();
-        while pending.peek().is_some() {
-            let chunk: Vec<_> = pending.by_ref().take(WORKER_UPSERT_CHUNK).collect();
-            workers::Entity::insert_many(chunk)
+        let rows: Vec<_> = plan.workers.values().map(|w| w.row.clone().into_active_model()).collect();
+        for chunk in rows.chunks(WORKER_UPSERT_CHUNK) {
+            workers::Entity::insert_many(chunk.to_vec())
                 .on_conflict(OnConflict::column(workers::Column::Id).update_columns(values.iter().copied()).to_owned())
-                .exec_without_returning(&txn)
+                .exec_without_returning(txn)
                 .await?;
         }
     }
-    let stored: Vec<&str> = jobs
-        .iter()
-        .zip(&acks)
-        .filter(|(_, ack)| matches!(ack, Ack::Stored(_)))
-        .map(|((job, _), _)| job.report.execution_id.as_str())
-        .collect();
-    super::notify::send(&txn, store.replica(), &stored, &health_changes).await?;
-    txn.commit().await?;
-    Ok(Written { acks, health_changes })
+    let stored: Vec<&str> = plan.stored.iter().map(String::as_str).collect();
+    super::notify::send(txn, store.replica(), &stored, &plan.health_changes).await?;
+    Ok(())
 }
 
-/// A statement sent to the database and not yet awaited.
-type InFlight<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DbErr>> + Send + 'a>>;
-
-/// Polls `statement` once, which sends it to the connection (sqlx runs SQLite on its own thread,
-/// and PostgreSQL on the server), and returns it to be awaited after other work.
-fn start<'a>(statement: impl std::future::Future<Output = Result<(), DbErr>> + Send + 'a) -> InFlight<'a> {
-    use futures::FutureExt;
-    let mut statement: InFlight<'a> = Box::pin(statement);
-    match (&mut statement).now_or_never() {
-        Some(done) => Box::pin(std::future::ready(done)),
-        None => statement,
-    }
-}
-
-/// Waits for the statement in flight, if any, so the transaction is free for the next one.
-async fn settle(in_flight: &mut Option<InFlight<'_>>) -> Result<(), DbErr> {
-    match in_flight.take() {
-        Some(statement) => statement.await,
-        None => Ok(()),
-    }
-}
-
-/// Loads the rows of the workers that `new_indices` report for, locked on PostgreSQL so that
-/// concurrent writers on other replicas serialize on them.
+/// Loads the rows of the workers `names` (in any order, repeats allowed), locked on PostgreSQL
+/// so that concurrent writers on other replicas serialize on them.
 async fn load_workers(
     txn: &impl ConnectionTrait,
     backend: DbBackend,
-    jobs: &[(ValidReport, DateTime<Utc>)],
-    new_indices: &[usize],
+    mut names: Vec<&str>,
 ) -> Result<HashMap<String, workers::Model>, DbErr> {
-    let mut names: Vec<&str> = new_indices.iter().map(|&i| jobs[i].0.report.worker_name.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     let mut rows = HashMap::with_capacity(names.len());
@@ -737,235 +872,4 @@ async fn load_workers(
         }
     }
     Ok(rows)
-}
-
-/// A stored run as anomaly detection sees it.
-fn run_sample(job: &ValidReport, analysis: &Analysis) -> RunSample {
-    let data = job.report.data_verification.clone().unwrap_or_default();
-    let resources = job.report.resource_metrics.unwrap_or_default();
-    let scores = analysis.scores.unwrap_or_default();
-    RunSample {
-        started_at: job.started_at,
-        outcome_success: job.outcome == Outcome::Success,
-        outcome_failed: matches!(job.outcome, Outcome::Failed | Outcome::Timeout),
-        skipped: job.outcome == Outcome::Skipped,
-        duration_ms: job.duration_ms as f64,
-        overall_score: scores.overall,
-        data_quality_score: scores.data_quality,
-        memory_peak_mb: resources.memory_peak_mb,
-        cpu_percent_avg: resources.cpu_percent_avg,
-        records_processed: data.records_processed as f64,
-        api_rate_limited: data.api_rate_limited,
-        api_quota_remaining: data.api_quota_remaining.map(|q| q as f64),
-    }
-}
-
-/// What a batch's runs opened and resolved, decided in storage order so a spike followed by a
-/// normal run in the same batch is opened and resolved.
-#[derive(Default)]
-struct AnomalyBook {
-    config: AnomalyConfig,
-    opened: Vec<NewAnomaly>,
-    /// (worker, kind) → the first run in this batch that resolved anomalies opened before it.
-    resolve_existing: HashMap<(i64, &'static str), i64>,
-}
-
-impl AnomalyBook {
-    /// Closes anomalies of `kind` opened before `at_us` (in the database and in this batch).
-    fn resolve(&mut self, worker_id: i64, kind: AnomalyKind, at_us: i64) {
-        self.resolve_existing.entry((worker_id, kind.as_str())).or_insert(at_us);
-        for open in self.opened.iter_mut().filter(|a| a.worker_id == worker_id && a.finding.kind == kind) {
-            open.resolved_at_us.get_or_insert(at_us);
-        }
-    }
-
-    fn open(&mut self, worker_id: i64, finding: Finding, at_us: i64, execution_id: Option<&str>) {
-        tracing::info!(
-            worker_id,
-            kind = finding.kind.as_str(),
-            severity = finding.severity.as_str(),
-            detail = %finding.evidence.detail,
-            "anomaly"
-        );
-        self.opened.push(NewAnomaly {
-            worker_id,
-            finding,
-            opened_at_us: at_us,
-            resolved_at_us: None,
-            execution_id: execution_id.map(str::to_owned),
-        });
-    }
-
-    /// The schedule-aware verdicts on a new run, before it joins `history`: any report ends a
-    /// missed-run anomaly; RUNNING_TOO_OFTEN (declared schedules only) and QUOTA_EXHAUSTION open when
-    /// their condition starts and close when it ends.
-    fn observe_schedule(
-        &mut self,
-        worker_id: i64,
-        history: &[RunSample],
-        run: &RunSample,
-        declared: Option<&Schedule>,
-        received_at_us: i64,
-    ) {
-        let at = to_micros(run.started_at);
-        self.resolve(worker_id, AnomalyKind::MissedRun, received_at_us);
-        let mut starts: Vec<DateTime<Utc>> = history.iter().map(|r| r.started_at).collect();
-        if let Some(declared) = declared.filter(|s| !s.paused) {
-            let was = schedule::running_too_often(declared, &starts);
-            starts.push(run.started_at);
-            match running_too_often_finding(declared, &starts) {
-                Some(finding) if !was => self.open(worker_id, finding, at, None),
-                Some(_) => {}
-                None => self.resolve(worker_id, AnomalyKind::RunningTooOften, at),
-            }
-            starts.pop();
-        }
-        if run.api_quota_remaining.is_some() {
-            // When the next run comes: the declared schedule, else the typical gap between starts.
-            starts.push(run.started_at);
-            let typical_gap = schedule::typical_gap(&starts);
-            let next_after = |t: DateTime<Utc>| match declared.map(|s| &s.expected) {
-                Some(Expected::Every(interval)) => t.checked_add_signed(*interval).unwrap_or(t),
-                Some(Expected::Cron(cron)) => cron.next_after(t).unwrap_or(t),
-                None => typical_gap.and_then(|gap| t.checked_add_signed(gap)).unwrap_or(t),
-            };
-            let mut samples: Vec<(DateTime<Utc>, f64)> =
-                history.iter().filter_map(|r| Some((r.started_at, r.api_quota_remaining?))).collect();
-            let was = samples.last().is_some_and(|(t, _)| quota_exhaustion(&samples, next_after(*t)).is_some());
-            samples.push((run.started_at, run.api_quota_remaining.unwrap_or_default()));
-            match quota_exhaustion(&samples, next_after(run.started_at)) {
-                Some(finding) if !was => self.open(worker_id, finding, at, None),
-                Some(_) => {}
-                None => self.resolve(worker_id, AnomalyKind::QuotaExhaustion, at),
-            }
-        }
-    }
-
-    fn observe(&mut self, worker_id: i64, history: &mut Vec<RunSample>, run: RunSample, execution_id: &str) {
-        let findings = detect(history, &run, &self.config);
-        let at = to_micros(run.started_at);
-        for kind in RUN_LEVEL_KINDS {
-            if resolves(kind, &run, &findings, &self.config) {
-                self.resolve(worker_id, kind, at);
-            }
-        }
-        for finding in findings {
-            self.open(worker_id, finding, at, Some(execution_id));
-        }
-        history.push(run);
-        let excess = history.len().saturating_sub(self.config.window);
-        history.drain(..excess);
-    }
-}
-
-/// The learning state kept in a worker's row.
-fn running_state(worker: &workers::Model) -> WorkerRunningState {
-    WorkerRunningState {
-        run_count: u64::try_from(worker.run_count).unwrap_or(0),
-        duration_mean_ms: worker.duration_mean_ms,
-        duration_m2: worker.duration_m2,
-        records_mean: worker.records_mean,
-        records_m2: worker.records_m2,
-        duration_ewma_ms: worker.duration_ewma_ms,
-        records_ewma: worker.records_ewma,
-        last_run_at: worker.last_run_at_us.and_then(DateTime::from_timestamp_micros),
-        runs_today: u64::try_from(worker.runs_today).unwrap_or(0),
-        runs_today_day: worker.runs_today_day.and_then(|days| {
-            chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_days(chrono::Days::new(u64::try_from(days).ok()?))
-        }),
-    }
-}
-
-fn store_running_state(worker: &mut workers::Model, state: &WorkerRunningState) {
-    worker.duration_mean_ms = state.duration_mean_ms;
-    worker.duration_m2 = state.duration_m2;
-    worker.records_mean = state.records_mean;
-    worker.records_m2 = state.records_m2;
-    worker.duration_ewma_ms = state.duration_ewma_ms;
-    worker.records_ewma = state.records_ewma;
-    worker.last_run_at_us = state.last_run_at.map(to_micros);
-    worker.runs_today = i64::try_from(state.runs_today).unwrap_or(i64::MAX);
-    worker.runs_today_day = state.runs_today_day.map(|day| {
-        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-        i32::try_from((day - epoch).num_days()).unwrap_or(i32::MAX)
-    });
-}
-
-/// Folds one stored run into its worker's row.
-fn observe_run(worker: &mut workers::Model, job: &ValidReport, analysis: &Analysis) {
-    let started = to_micros(job.started_at);
-    let completed = to_micros(job.completed_at);
-    worker.run_count += 1;
-    worker.first_seen_us = worker.first_seen_us.min(started);
-    if completed >= worker.last_seen_us {
-        worker.last_seen_us = completed;
-        worker.last_outcome = job.outcome as i32;
-        worker.last_overall_score = analysis.scores.map_or(0.0, |s| s.overall);
-        worker.last_quality_level = analysis.quality_level;
-    }
-    if !job.report.worker_type.is_empty() {
-        worker.worker_type.clone_from(&job.report.worker_type);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::v1::{ExecutionReport, Outcome};
-    use uuid::Uuid;
-
-    fn valid(outcome: Outcome, started_s: i64, completed_s: i64) -> ValidReport {
-        let started_at = DateTime::from_timestamp(started_s, 0).unwrap_or_default();
-        let completed_at = DateTime::from_timestamp(completed_s, 0).unwrap_or_default();
-        ValidReport {
-            report: ExecutionReport { worker_type: "intel".into(), ..Default::default() },
-            execution_id: Uuid::nil(),
-            outcome,
-            started_at,
-            completed_at,
-            duration_ms: (completed_s - started_s) * 1000,
-        }
-    }
-
-    #[test]
-    fn observe_run_keeps_the_latest_outcome_by_completion() {
-        let mut worker = workers::Model {
-            id: 1,
-            worker_name: "w".into(),
-            worker_type: String::new(),
-            first_seen_us: 100_000_000,
-            last_seen_us: 200_000_000,
-            last_outcome: Outcome::Success as i32,
-            run_count: 1,
-            duration_mean_ms: 0.0,
-            duration_m2: 0.0,
-            records_mean: 0.0,
-            records_m2: 0.0,
-            duration_ewma_ms: 0.0,
-            records_ewma: 0.0,
-            last_run_at_us: None,
-            runs_today: 0,
-            runs_today_day: None,
-            last_overall_score: 0.0,
-            last_quality_level: 0,
-            recent_runs: None,
-            schedule_interval_secs: None,
-            schedule_cron: None,
-            schedule_grace_secs: None,
-            paused: false,
-            resumed_at_us: None,
-            owner: String::new(),
-            description: String::new(),
-            labels: None,
-            health: "NEW".into(),
-            missed_through_us: None,
-        };
-        // An older run arriving late changes the count and first_seen, not the last outcome.
-        observe_run(&mut worker, &valid(Outcome::Failed, 50, 60), &Analysis::default());
-        assert_eq!((worker.run_count, worker.first_seen_us), (2, 50_000_000));
-        assert_eq!(worker.last_outcome, Outcome::Success as i32);
-        observe_run(&mut worker, &valid(Outcome::Timeout, 300, 400), &Analysis::default());
-        assert_eq!((worker.last_seen_us, worker.last_outcome), (400_000_000, Outcome::Timeout as i32));
-        assert_eq!(worker.worker_type, "intel");
-    }
 }

@@ -14,6 +14,7 @@ mod hostile;
 mod lifecycle;
 mod outage;
 mod overload;
+mod pipeline;
 mod query;
 mod replicas;
 mod retention;

@@ -74,9 +74,10 @@ async fn a_full_queue_refuses_unary_ingest_before_decoding() {
     let mut lock = SqliteConnection::connect(&app.database_url()).await.expect("second connection");
     lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
 
-    // One report for the stuck writer, two to fill the queue behind it.
+    // One report for the stuck writer, one for the planner behind it (batches of one), two to
+    // fill the queue.
     let mut waiting = Vec::new();
-    for i in 0..3 {
+    for i in 0..4 {
         let mut client = app.report.clone();
         waiting.push(tokio::spawn(async move {
             client.submit_report(SubmitReportRequest { report: Some(report(&format!("queued_{i}"))) }).await
@@ -103,7 +104,7 @@ async fn a_full_queue_refuses_unary_ingest_before_decoding() {
         call.await.expect("task").expect("admitted before the queue filled, stored once the lock is released");
     }
     app.submit(report("after")).await.expect("served again");
-    assert_eq!(app.all_execution_ids().await.len(), 4);
+    assert_eq!(app.all_execution_ids().await.len(), 5);
     app.stop().await;
 }
 
@@ -132,11 +133,11 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
             (result, started.elapsed())
         })
     };
-    // One report for the stuck writer, two to fill the queue behind it.
+    // One report for the stuck writer, one for the planner behind it, two to fill the queue.
     let mut lock = SqliteConnection::connect(&app.database_url()).await.expect("second connection");
     lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
     let mut queued = Vec::new();
-    for i in 0..3 {
+    for i in 0..4 {
         queued.push(submit(format!("queued_{i}")));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -167,12 +168,12 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
     for call in queued {
         call.await.expect("task").0.expect("stored");
     }
-    assert_eq!(app.all_execution_ids().await.len(), 6);
+    assert_eq!(app.all_execution_ids().await.len(), 7);
 
     // No place within the wait: RESOURCE_EXHAUSTED, after the wait and not before.
     lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock again");
     let mut queued = Vec::new();
-    for i in 3..6 {
+    for i in 4..8 {
         queued.push(submit(format!("queued_{i}")));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -191,6 +192,6 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
     for call in queued {
         call.await.expect("task").0.expect("stored");
     }
-    assert_eq!(app.all_execution_ids().await.len(), 9, "the refused report is not stored");
+    assert_eq!(app.all_execution_ids().await.len(), 11, "the refused report is not stored");
     app.stop().await;
 }

@@ -1,0 +1,182 @@
+//! The ingest planner computes each batch ahead of its transaction from its cache of worker rows,
+//! and the writer applies that plan only if the database still holds the rows it was computed
+//! from. What is stored must be exactly what computing every batch inside its transaction stores,
+//! and a worker row changed elsewhere in between must never be overwritten by a stale plan.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use runwarden::{
+    domain::{
+        scoring::ScoringConfig,
+        validation::{ValidReport, to_timestamp, validate_report},
+    },
+    proto::v1::{DataVerification, ExecutionReport, Outcome},
+    store::{
+        Store, StoreOptions,
+        entities::{anomalies, executions, worker_rollups, workers},
+        ingest::{self, Ack, IngestConfig, write_batch},
+    },
+};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, Statement};
+
+use crate::{
+    backend_tests,
+    helpers::{Backend, TestDatabase, report},
+};
+
+backend_tests!(planned_ahead_stores_what_the_transaction_would, a_worker_row_changed_elsewhere_is_not_overwritten);
+
+async fn open(backend: Backend) -> (TestDatabase, Store) {
+    let db = TestDatabase::create(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    (db, store)
+}
+
+/// Run `i` of a worker: steady, then a duration spike, a failure streak, falling API quota and a
+/// near-silent success, so anomalies open and resolve across batches.
+fn run(worker: &str, i: i64, now: DateTime<Utc>) -> ValidReport {
+    let (outcome, duration_ms, processed) = match i {
+        25 => (Outcome::Success, 30_000, 195),
+        40..=42 => (Outcome::Failed, 1_000, 0),
+        55 => (Outcome::Success, 1_100, 2),
+        _ => (Outcome::Success, 1_000 + (i * 37) % 200, 195),
+    };
+    let started = now - TimeDelta::minutes(10 * (80 - i));
+    let report = ExecutionReport {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        started_at: Some(to_timestamp(started)),
+        duration_ms: Some(duration_ms),
+        outcome: outcome as i32,
+        data_verification: Some(DataVerification {
+            records_fetched: 200,
+            records_processed: processed,
+            api_calls_made: 4,
+            api_calls_succeeded: 4,
+            api_quota_remaining: Some(5_000 - 60 * i),
+            ..Default::default()
+        }),
+        ..report(worker)
+    };
+    validate_report(Some(report), now).expect("valid")
+}
+
+async fn planned_ahead_stores_what_the_transaction_would(backend: Backend) {
+    let (_a, ahead) = open(backend).await;
+    let (_b, reference) = open(backend).await;
+    let now = Utc::now();
+    let mut groups = Vec::new();
+    for group in 0..8 {
+        let mut jobs = Vec::new();
+        for i in (group * 10)..(group * 10 + 10) {
+            for worker in ["alpha_worker", "beta_worker", "gamma_worker"] {
+                jobs.push((run(worker, i, now), now));
+            }
+        }
+        // Now and then a retry of a report of the group before: a duplicate the planned path
+        // must notice.
+        if group % 3 == 2
+            && let Some(previous) = groups.last().and_then(|g: &Vec<(ValidReport, DateTime<Utc>)>| g.first()).cloned()
+        {
+            jobs.push(previous);
+        }
+        groups.push(jobs);
+    }
+
+    let (ingest, writer) = ingest::spawn(ahead.clone(), IngestConfig::default());
+    let scoring = ScoringConfig::default();
+    for jobs in &groups {
+        // Queued together, in order: the planner takes them in batches of its own choosing.
+        let acks = ingest.submit_many(jobs.clone()).await.expect("queued");
+        let written = write_batch(&reference, &scoring, jobs).await.expect("reference");
+        let kinds = |acks: Vec<Ack>| acks.into_iter().map(|a| matches!(a, Ack::Stored(_))).collect::<Vec<_>>();
+        assert_eq!(
+            kinds(acks.into_iter().map(|a| a.expect("stored")).collect()),
+            kinds(written.acks),
+            "the same reports are stored and the same ones are duplicates"
+        );
+    }
+    let (planned, recomputed) = ingest.plan_counts();
+    assert!(planned >= 4, "batches are planned ahead: {planned} ahead, {recomputed} in the transaction");
+
+    assert_eq!(
+        workers::Entity::find().order_by_asc(workers::Column::Id).all(ahead.reader()).await.expect("workers"),
+        workers::Entity::find().order_by_asc(workers::Column::Id).all(reference.reader()).await.expect("workers"),
+    );
+    let executions = |store: &Store| {
+        let db = store.reader().clone();
+        async move {
+            let mut rows = executions::Entity::find().all(&db).await.expect("executions");
+            rows.sort_by(|a, b| a.execution_id.cmp(&b.execution_id));
+            rows.into_iter().map(|row| executions::Model { id: 0, ..row }).collect::<Vec<_>>()
+        }
+    };
+    let stored = executions(&ahead).await;
+    assert_eq!(stored.len(), 240, "3 workers × 80 runs");
+    assert_eq!(stored, executions(&reference).await, "every execution row, analysis included");
+    let anomalies = |store: &Store| {
+        let db = store.reader().clone();
+        async move {
+            let mut rows = anomalies::Entity::find().all(&db).await.expect("anomalies");
+            rows.sort_by(|a, b| (a.worker_id, &a.kind, a.opened_at_us).cmp(&(b.worker_id, &b.kind, b.opened_at_us)));
+            rows.into_iter().map(|row| anomalies::Model { id: 0, ..row }).collect::<Vec<_>>()
+        }
+    };
+    let opened = anomalies(&ahead).await;
+    assert!(opened.len() >= 3 * 3, "the spike, the streak and the quota open anomalies: {opened:?}");
+    assert_eq!(opened, anomalies(&reference).await);
+    assert_eq!(
+        worker_rollups::Entity::find().all(ahead.reader()).await.expect("rollups").len(),
+        worker_rollups::Entity::find().all(reference.reader()).await.expect("rollups").len(),
+    );
+    let mut rollups = worker_rollups::Entity::find().all(ahead.reader()).await.expect("rollups");
+    let mut expected = worker_rollups::Entity::find().all(reference.reader()).await.expect("rollups");
+    rollups.sort_by_key(|r| format!("{r:?}"));
+    expected.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(rollups, expected);
+    // (Stopped last: on PostgreSQL the pool's connections may belong to the writer's runtime.)
+    writer.shutdown().await;
+    ahead.close().await;
+    reference.close().await;
+}
+
+async fn a_worker_row_changed_elsewhere_is_not_overwritten(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let now = Utc::now();
+    let (ingest, writer) = ingest::spawn(store.clone(), IngestConfig::default());
+    let first = run("clip_radar_recap_worker", 1, now);
+    assert!(matches!(ingest.submit(first, now).await, Ok(Ack::Stored(_))));
+    let second = run("clip_radar_recap_worker", 2, now);
+    assert!(matches!(ingest.submit(second.clone(), now).await, Ok(Ack::Stored(_))));
+    let (ahead_before, _) = ingest.plan_counts();
+    assert_eq!(ahead_before, 1, "the second report is planned from the cached row");
+
+    // Another writer (UpsertWorker, the detector, another replica) changes the row.
+    let txn = store.begin_write().await.expect("begin");
+    txn.execute_raw(Statement::from_string(
+        store.backend(),
+        "UPDATE workers SET owner = 'team-x', description = 'changed elsewhere' \
+         WHERE worker_name = 'clip_radar_recap_worker'",
+    ))
+    .await
+    .expect("update");
+    txn.commit().await.expect("commit");
+    let third = run("clip_radar_recap_worker", 3, now);
+    assert!(matches!(ingest.submit(third, now).await, Ok(Ack::Stored(_))));
+    // A retry of a stored report, planned from the cache: still a duplicate.
+    assert_eq!(ingest.submit(second, now).await.expect("answered"), Ack::Duplicate);
+    // The retry's batch touched no row, so the planner forgets what it had planned for the worker
+    // and the next report is planned in the transaction again; the one after, from the cache.
+    for i in [4, 5] {
+        let next = run("clip_radar_recap_worker", i, now);
+        assert!(matches!(ingest.submit(next, now).await, Ok(Ack::Stored(_))));
+    }
+    let (ahead, in_transaction) = ingest.plan_counts();
+
+    let row = workers::Entity::find().one(store.reader()).await.expect("query").expect("the worker");
+    assert_eq!((row.owner.as_str(), row.description.as_str()), ("team-x", "changed elsewhere"));
+    assert_eq!(row.run_count, 5, "every stored run counted once");
+    assert_eq!(in_transaction, 4, "the first report, the changed row, the retry, the report after it");
+    assert_eq!(ahead, 2, "the second report and the fifth");
+    writer.shutdown().await;
+    store.close().await;
+}
