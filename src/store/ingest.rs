@@ -554,8 +554,10 @@ async fn plan(
                 cache.put(plan.workers.values().map(|worker| worker.row.clone()));
                 plan
             });
-            let workers = jobs.iter().map(|job| job.report.report.worker_name.clone()).collect();
-            in_flight = Some(workers);
+            let mut workers: Vec<&str> = jobs.iter().map(|job| job.report.report.worker_name.as_str()).collect();
+            workers.sort_unstable();
+            workers.dedup();
+            in_flight = Some(workers.into_iter().map(str::to_owned).collect());
             if batches.send(Batch { jobs, plan }).await.is_err() {
                 tracing::error!("ingest writer is gone; queued reports are refused");
                 break;
