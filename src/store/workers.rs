@@ -8,7 +8,10 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect,
 };
 
-use crate::domain::worker_settings::{self, Verdict, WorkerFacts, WorkerSettings};
+use crate::domain::{
+    schedule::Schedule,
+    worker_settings::{self, Verdict, WorkerFacts, WorkerSettings},
+};
 
 use super::entities::workers::{self, Entity as Workers};
 
@@ -46,15 +49,20 @@ pub fn verdict(row: &WorkerRow, now: DateTime<Utc>) -> Verdict {
     verdict_with_starts(row, &starts, now)
 }
 
-/// [`verdict`] with the recent starts already at hand (ingest keeps them decoded).
-pub fn verdict_with_starts(row: &WorkerRow, starts: &[DateTime<Utc>], now: DateTime<Utc>) -> Verdict {
-    let declared = worker_settings::declared(
+/// The schedule `row` declares, as of `at`.
+pub fn declared_schedule(row: &WorkerRow, at: DateTime<Utc>) -> Option<Schedule> {
+    worker_settings::declared(
         row.schedule_interval_secs,
         row.schedule_cron.as_deref(),
         row.schedule_grace_secs,
         row.paused,
-        now,
-    );
+        at,
+    )
+}
+
+/// [`verdict`] with the recent starts already at hand (ingest keeps them decoded).
+pub fn verdict_with_starts(row: &WorkerRow, starts: &[DateTime<Utc>], now: DateTime<Utc>) -> Verdict {
+    let declared = declared_schedule(row, now);
     worker_settings::evaluate(
         &WorkerFacts {
             declared,

@@ -28,7 +28,6 @@ use crate::{
         schedule::{self, Expected, Schedule},
         scoring::ScoringConfig,
         validation::ValidReport,
-        worker_settings,
     },
     proto::v1::{Analysis, Outcome, WorkerHealthChange},
     store::{
@@ -115,13 +114,7 @@ impl Plan {
         if !self.workers.contains_key(name) {
             let found = row_of(name).ok_or(NoRow)?;
             // Parsed once per worker and batch (a cron is parsed, its default grace searched).
-            let declared = worker_settings::declared(
-                found.schedule_interval_secs,
-                found.schedule_cron.as_deref(),
-                found.schedule_grace_secs,
-                found.paused,
-                received_at,
-            );
+            let declared = crate::store::workers::declared_schedule(&found, received_at);
             let recent = decode_recent(found.recent_runs.as_deref());
             self.workers.insert(name.clone(), Touched { row: found.clone(), found, recent, declared });
         }
