@@ -3,8 +3,8 @@
 //! and the workers' rows as the batch leaves them.
 //!
 //! A [`Plan`] is built from worker rows handed to it — loaded inside the write transaction, or
-//! taken from the writer's cache of the rows it committed last — and records the rows as it
-//! found them ([`Plan::found`]). The writer applies a plan only if the database still holds
+//! taken from the planner's cache of the rows the previous batches left — and records the rows
+//! as it found them ([`Touched::found`]). The writer applies a plan only if the database still holds
 //! exactly those rows; otherwise it builds the plan again from what the database holds. So a
 //! plan computed ahead of its transaction stores exactly what one computed inside it would.
 
