@@ -28,7 +28,7 @@ pub struct ExecutionFilter {
     pub until_us: Option<i64>,
 }
 
-/// The columns [`insert_new`] writes, in order (every column but the generated `id`).
+/// The columns [`insert_statements`] writes, in order (every column but the generated `id`).
 const INSERT_COLUMNS: &str = "execution_id, worker_id, outcome, started_at_us, completed_at_us, duration_ms, \
      received_at_us, records_fetched, records_processed, records_failed, report, score_reliability, \
      score_performance, score_data_quality, score_resource_efficiency, score_overall, quality_level, \
@@ -37,14 +37,6 @@ const INSERT_COLUMN_COUNT: usize = 21;
 
 /// Most rows in one INSERT statement (21 parameters each: well under SQLite's 32,766).
 pub const MAX_ROWS_PER_INSERT: usize = 128;
-
-/// Inserts `rows` (their `id` is ignored; the database assigns it), with [`insert_statements`].
-pub async fn insert_new(db: &impl ConnectionTrait, rows: Vec<ExecutionRow>) -> Result<(), DbErr> {
-    for statement in insert_statements(db.get_database_backend(), rows) {
-        db.execute_raw(statement).await?;
-    }
-    Ok(())
-}
 
 /// The INSERT statements of `rows` (their `id` is ignored). Statements carry a power of two of
 /// rows (128, then 64, 32, … for the rest), so their text takes one of eight shapes and each is

@@ -479,10 +479,11 @@ impl Pending {
 
     /// Plans the gathered reports again, after the cache changed under them.
     fn replan(&mut self, cache: &RowCache, scoring: &ScoringConfig) {
-        let mut plan = Plan::with_capacity(self.jobs.len());
-        let planned =
-            self.jobs.iter().all(|job| plan.add(&job.report, job.received_at, scoring, |name| cache.get(name)).is_ok());
-        self.plan = planned.then_some(plan);
+        let jobs = std::mem::take(&mut self.jobs);
+        *self = Pending { jobs: Vec::with_capacity(jobs.len()), plan: Some(Plan::with_capacity(jobs.len())) };
+        for job in jobs {
+            self.push(job, cache, scoring);
+        }
     }
 }
 
