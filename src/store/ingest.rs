@@ -579,9 +579,15 @@ async fn write(
     scoring: ScoringConfig,
     channels: Channels,
 ) {
+    // One transaction at a time: one connection, opened (on PostgreSQL) by this thread's runtime.
+    let own = store.own_pool("runwarden-writer", 1);
+    let store = own.clone().unwrap_or(store);
     while let Some(batch) = batches.recv().await {
         let outcome = commit(&store, &scoring, batch, &channels).await;
         let _ = settled.send(outcome);
+    }
+    if let Some(own) = own {
+        own.close().await;
     }
     tracing::info!("ingest writer stopped");
 }

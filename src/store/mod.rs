@@ -82,6 +82,8 @@ pub struct Store {
     replica: std::sync::Arc<str>,
     /// Where to LISTEN, on PostgreSQL.
     listen: Option<PgConnectOptions>,
+    /// How long to wait for a pooled connection.
+    acquire_timeout: Duration,
     /// SQLite files only; aborted when the last clone of the store is dropped.
     _checkpointer: Option<Arc<Checkpointer>>,
 }
@@ -128,6 +130,24 @@ impl Store {
     /// The connection options a LISTEN connection uses (PostgreSQL only).
     pub fn listen_options(&self) -> Option<&PgConnectOptions> {
         self.listen.as_ref()
+    }
+
+    /// On PostgreSQL, the same database through a pool of its own of at most `connections`
+    /// connections, opened when first used: for a task on a runtime of its own (the ingest
+    /// writer), so that the runtime that uses a connection is the one that opened it. A tokio
+    /// socket is driven by the runtime it was opened on; a connection that such a task opened
+    /// into the shared pool would fail for everyone else once its runtime stopped (at shutdown,
+    /// or at the end of `runwarden demo`). The caller closes it ([`Store::close`]) when done.
+    /// `None` on SQLite, whose connections each run on a thread of their own. The connections
+    /// show as `application_name` in `pg_stat_activity`.
+    pub fn own_pool(&self, application_name: &str, connections: u32) -> Option<Store> {
+        let connect = self.listen.clone()?.application_name(application_name);
+        let pool = PgPoolOptions::new()
+            .max_connections(connections.max(1))
+            .acquire_timeout(self.acquire_timeout)
+            .connect_lazy_with(connect);
+        let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
+        Some(Store { read: db.clone(), write: db, _checkpointer: None, ..self.clone() })
     }
 
     pub fn reader(&self) -> &DatabaseConnection {
@@ -223,7 +243,14 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         SqlxSqliteConnector::from_sqlx_sqlite_pool(readers)
     };
     let checkpointer = (!in_memory).then(|| Arc::new(Checkpointer::spawn(read.clone(), write.clone())));
-    Ok(Store { read, write, replica: new_replica_id(), listen: None, _checkpointer: checkpointer })
+    Ok(Store {
+        read,
+        write,
+        replica: new_replica_id(),
+        listen: None,
+        acquire_timeout: options.connect_timeout,
+        _checkpointer: checkpointer,
+    })
 }
 
 /// WAL size (pages) at which the SQLite writer checkpoints by itself, inside a commit: a safety
@@ -346,7 +373,14 @@ async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Store, Db
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot connect to PostgreSQL: {e}"))))?;
     let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-    Ok(Store { read: db.clone(), write: db, replica: new_replica_id(), listen: Some(connect), _checkpointer: None })
+    Ok(Store {
+        read: db.clone(),
+        write: db,
+        replica: new_replica_id(),
+        listen: Some(connect),
+        acquire_timeout: options.connect_timeout,
+        _checkpointer: None,
+    })
 }
 
 /// Takes the PostgreSQL advisory lock `key` for the rest of `txn`, if no other session holds it:

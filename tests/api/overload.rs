@@ -12,11 +12,23 @@ use crate::helpers::{Backend, TestDatabase, report, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_is_shed_with_resource_exhausted_and_admitted_reports_are_stored() {
+    use sqlx::{Connection, Executor, SqliteConnection};
+
     let app = spawn_app_with(TestDatabase::create(Backend::Sqlite).await, |c| {
         c.ingest.queue_capacity = 32;
         c.ingest.max_batch = 16;
+        c.store.busy_timeout = Duration::from_secs(30);
     })
     .await;
+    // The writer is stuck for the flood's first half second (another connection holds SQLite's
+    // write lock), five times the admission wait: the queue is full whatever the speed of this
+    // build's request path against the writer's, and calls are shed; then it drains.
+    let mut lock = SqliteConnection::connect(&app.database_url()).await.expect("second connection");
+    lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        lock.execute("ROLLBACK").await.expect("release the lock");
+    });
     let calls = (0..3000).map(|i| {
         let mut client = app.report.clone();
         async move {
@@ -31,6 +43,7 @@ async fn a_flood_is_shed_with_resource_exhausted_and_admitted_reports_are_stored
         }
     });
     let results: Vec<_> = futures::stream::iter(calls).buffer_unordered(1000).collect().await;
+    release.await.expect("the lock is released");
     let admitted: Vec<&String> = results.iter().filter(|(_, r, _)| r.is_ok()).map(|(id, _, _)| id).collect();
     let shed: Vec<Duration> =
         results.iter().filter(|(_, r, _)| *r == Err(Code::ResourceExhausted)).map(|(_, _, took)| *took).collect();

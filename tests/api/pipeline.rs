@@ -16,14 +16,18 @@ use runwarden::{
         ingest::{self, Ack, IngestConfig, write_batch},
     },
 };
-use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, Statement};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, Statement, TransactionTrait};
 
 use crate::{
     backend_tests,
     helpers::{Backend, TestDatabase, report},
 };
 
-backend_tests!(planned_ahead_stores_what_the_transaction_would, a_worker_row_changed_elsewhere_is_not_overwritten);
+backend_tests!(
+    planned_ahead_stores_what_the_transaction_would,
+    a_worker_row_changed_elsewhere_is_not_overwritten,
+    the_store_works_after_the_writer_stops
+);
 
 async fn open(backend: Backend) -> (TestDatabase, Store) {
     let db = TestDatabase::create(backend).await;
@@ -133,7 +137,6 @@ async fn planned_ahead_stores_what_the_transaction_would(backend: Backend) {
     rollups.sort_by_key(|r| format!("{r:?}"));
     expected.sort_by_key(|r| format!("{r:?}"));
     assert_eq!(rollups, expected);
-    // (Stopped last: on PostgreSQL the pool's connections may belong to the writer's runtime.)
     writer.shutdown().await;
     ahead.close().await;
     reference.close().await;
@@ -178,5 +181,62 @@ async fn a_worker_row_changed_elsewhere_is_not_overwritten(backend: Backend) {
     assert_eq!(in_transaction, 4, "the first report, the changed row, the retry, the report after it");
     assert_eq!(ahead, 2, "the second report and the fifth");
     writer.shutdown().await;
+    store.close().await;
+}
+
+/// The writer runs on a thread and runtime of its own, and a connection is driven by the runtime
+/// that opened it: on PostgreSQL the writer commits on a connection of its own (named
+/// `runwarden-writer`), closed when it stops, never one it opened into the pool everyone else
+/// uses (as `runwarden demo` stops it and goes on). The store works on after it stops.
+async fn the_store_works_after_the_writer_stops(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let now = Utc::now();
+    // Two of the shared pool's connections busy (on PostgreSQL readers and writers share one
+    // pool), so a writer taking from that pool would open a third.
+    let busy = [store.reader().begin().await.expect("begin"), store.reader().begin().await.expect("begin")];
+    let (ingest, writer) = ingest::spawn(store.clone(), IngestConfig::default());
+    for i in 1..=3 {
+        let report = run("intel_hourly_worker", i, now);
+        assert!(matches!(ingest.submit(report, now).await, Ok(Ack::Stored(_))));
+    }
+    for txn in busy {
+        txn.rollback().await.expect("rollback");
+    }
+    // On PostgreSQL the writer committed on a connection of its own, not one of the shared pool's.
+    let writers = |store: Store| async move {
+        let sql = "SELECT COUNT(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND application_name = 'runwarden-writer'";
+        let row = store.reader().query_one_raw(Statement::from_string(store.backend(), sql)).await;
+        row.expect("pg_stat_activity").expect("a row").try_get_by_index::<i64>(0).expect("count")
+    };
+    if backend == Backend::Postgres {
+        assert_eq!(writers(store.clone()).await, 1, "the writer's own connection");
+    }
+    writer.shutdown().await;
+    if backend == Backend::Postgres {
+        // Its server process exits a moment after the connection is closed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while writers(store.clone()).await > 0 {
+            assert!(std::time::Instant::now() < deadline, "the writer's connection is closed with it");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    // Every connection the pools hold, all at once (so each is handed out), still answers.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(store.reader().begin().await.expect("a pooled connection after the writer stopped"));
+    }
+    for txn in &held {
+        let row = txn
+            .query_one_raw(Statement::from_string(store.backend(), "SELECT COUNT(*) FROM executions"))
+            .await
+            .expect("a query on a pooled connection after the writer stopped")
+            .expect("a row");
+        assert_eq!(row.try_get_by_index::<i64>(0).expect("count"), 3);
+    }
+    drop(held);
+    let txn = store.begin_write().await.expect("a write transaction after the writer stopped");
+    txn.commit().await.expect("commit");
     store.close().await;
 }
