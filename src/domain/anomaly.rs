@@ -252,19 +252,30 @@ impl Default for AnomalyConfig {
 
 /// Median of the finite values; `None` when there are none.
 pub fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
+    median_in_place(&mut values.iter().copied().filter(|x| x.is_finite()).collect::<Vec<f64>>())
+}
+
+/// The median of `v` (finite values), which it reorders: the middle order statistics are
+/// selected, not the whole slice sorted (linear time; this runs several times per stored report).
+fn median_in_place(v: &mut [f64]) -> Option<f64> {
+    let len = v.len();
+    if len == 0 {
         return None;
     }
-    v.sort_unstable_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] })
+    let (below, &mut upper, _) = v.select_nth_unstable_by(len / 2, f64::total_cmp);
+    if !len.is_multiple_of(2) {
+        return Some(upper);
+    }
+    let lower = below.iter().copied().max_by(f64::total_cmp)?;
+    Some((lower + upper) / 2.0)
 }
 
 /// Median absolute deviation of the finite values around `center`.
 fn mad_around(values: &[f64], center: f64) -> Option<f64> {
-    let deviations: Vec<f64> = values.iter().filter(|x| x.is_finite()).map(|x| (x - center).abs()).collect();
-    median(&deviations)
+    let mut deviations: Vec<f64> = values.iter().filter(|x| x.is_finite()).map(|x| (x - center).abs()).collect();
+    // A deviation from a finite center can still overflow to infinity.
+    deviations.retain(|x| x.is_finite());
+    median_in_place(&mut deviations)
 }
 
 /// Robust z-score of `value` against `history`: `(value − median) / (1.4826 · max(MAD, floor))` with
@@ -631,8 +642,18 @@ pub fn failure_rate_finding(
 /// over (seconds, remaining) that is negative, and the latest value projected with that slope to
 /// `next_run_at` at or below zero → Warning.
 pub fn quota_exhaustion(samples: &[(DateTime<Utc>, f64)], next_run_at: DateTime<Utc>) -> Option<Finding> {
-    let mut points: Vec<(DateTime<Utc>, f64)> = samples.iter().copied().filter(|(_, v)| v.is_finite()).collect();
-    points.sort_by_key(|(t, _)| *t);
+    // Samples usually come finite and in time order (a worker's runs as stored): then they are
+    // read in place, with no copy (this runs twice per stored report that carries a quota).
+    let ordered = samples.iter().all(|(_, v)| v.is_finite()) && samples.is_sorted_by_key(|(t, _)| *t);
+    let copy: Vec<(DateTime<Utc>, f64)>;
+    let points = if ordered {
+        samples
+    } else {
+        let mut sorted: Vec<_> = samples.iter().copied().filter(|(_, v)| v.is_finite()).collect();
+        sorted.sort_by_key(|(t, _)| *t);
+        copy = sorted;
+        &copy[..]
+    };
     let &(last_at, last) = points.last()?;
     let start = (1..points.len()).rev().find(|&i| points[i].1 > points[i - 1].1).unwrap_or(0);
     let stretch = &points[start..];
@@ -656,9 +677,8 @@ pub fn quota_exhaustion(samples: &[(DateTime<Utc>, f64)], next_run_at: DateTime<
     if stretch.len() < QUOTA_MIN_SAMPLES {
         return None;
     }
-    let xs: Vec<f64> = stretch.iter().map(|(t, _)| seconds(*t - last_at)).collect();
-    let ys: Vec<f64> = stretch.iter().map(|(_, v)| *v).collect();
-    let slope = least_squares_slope(&xs, &ys)?;
+    let xy: Vec<(f64, f64)> = stretch.iter().map(|(t, v)| (seconds(*t - last_at), *v)).collect();
+    let slope = least_squares_slope(&xy)?;
     if slope >= 0.0 {
         return None;
     }
@@ -762,15 +782,15 @@ fn seconds(d: TimeDelta) -> f64 {
 }
 
 /// Least-squares slope of `ys` over `xs`; `None` when the xs have no spread.
-fn least_squares_slope(xs: &[f64], ys: &[f64]) -> Option<f64> {
-    let n = xs.len() as f64;
-    if xs.len() < 2 || xs.len() != ys.len() {
+fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
         return None;
     }
-    let mx = xs.iter().sum::<f64>() / n;
-    let my = ys.iter().sum::<f64>() / n;
-    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let n = points.len() as f64;
+    let mx = points.iter().map(|(x, _)| x).sum::<f64>() / n;
+    let my = points.iter().map(|(_, y)| y).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
     if sxx <= 0.0 { None } else { Some(sxy / sxx) }
 }
 
@@ -1241,6 +1261,57 @@ mod tests {
                 .collect();
             let _ = quota_exhaustion(&quota, t0() + TimeDelta::hours(2));
             let _ = quota_exhaustion(&quota, DateTime::<Utc>::MAX_UTC);
+        }
+
+        /// The selecting median is the sorting one, bit for bit (signed zeros, infinities and NaN
+        /// among the input included).
+        #[test]
+        fn median_selects_what_sorting_finds(values in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::num::f64::ANY,
+                proptest::sample::select(vec![0.0, -0.0, 1.0, -1.0, f64::INFINITY, f64::NAN]),
+            ],
+            0..60,
+        )) {
+            let mut sorted: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+            sorted.sort_unstable_by(f64::total_cmp);
+            let mid = sorted.len() / 2;
+            let expected = (!sorted.is_empty()).then(|| {
+                if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
+            });
+            proptest::prop_assert_eq!(median(&values).map(f64::to_bits), expected.map(f64::to_bits));
+        }
+
+        /// Quota samples in time order are read in place; in any other order, or with non-finite
+        /// values among them, they are sorted (stably) first: the same finding either way.
+        #[test]
+        fn quota_exhaustion_does_not_depend_on_sample_order(
+            quotas in proptest::collection::vec(proptest::prop_oneof![
+                (0.0..10_000.0f64),
+                proptest::sample::select(vec![0.0, f64::NAN, f64::INFINITY]),
+            ], 0..30),
+            gaps in proptest::collection::vec(0i64..120, 30),
+            rotate in 0usize..30,
+            next_minutes in 0i64..10_000,
+        ) {
+            let mut at = t0();
+            let ordered: Vec<(DateTime<Utc>, f64)> = quotas.iter().zip(&gaps).map(|(q, gap)| {
+                at += TimeDelta::minutes(*gap);
+                (at, *q)
+            }).collect();
+            let next = t0() + TimeDelta::minutes(next_minutes);
+            let finite: Vec<_> = ordered.iter().copied().filter(|(_, q)| q.is_finite()).collect();
+            let mut rotated = ordered.clone();
+            if !rotated.is_empty() {
+                let k = rotate % rotated.len();
+                rotated.rotate_left(k);
+            }
+            let expected = quota_exhaustion(&finite, next);
+            proptest::prop_assert_eq!(&quota_exhaustion(&ordered, next), &expected);
+            // Out of order; with equal times the stable sort keeps their order as given.
+            if ordered.windows(2).all(|w| w[0].0 != w[1].0) {
+                proptest::prop_assert_eq!(&quota_exhaustion(&rotated, next), &expected);
+            }
         }
     }
 

@@ -37,7 +37,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::cron::CronSchedule;
+use super::{anomaly::median, cron::CronSchedule};
 
 /// At most this many missed slots are returned by one call (the most recent ones).
 pub const MAX_MISSED_SLOTS: usize = 100;
@@ -335,6 +335,10 @@ fn secs(d: TimeDelta) -> f64 {
 
 /// The last `n` starts in chronological order.
 fn sorted_tail(starts: &[DateTime<Utc>], n: usize) -> Vec<DateTime<Utc>> {
+    // Starts usually come in order (a worker's runs as stored): then only the tail is copied.
+    if starts.is_sorted() {
+        return starts[starts.len().saturating_sub(n)..].to_vec();
+    }
     let mut sorted = starts.to_vec();
     sorted.sort_unstable();
     let skip = sorted.len().saturating_sub(n);
@@ -343,16 +347,6 @@ fn sorted_tail(starts: &[DateTime<Utc>], n: usize) -> Vec<DateTime<Utc>> {
 
 fn gaps_secs(sorted: &[DateTime<Utc>]) -> Vec<f64> {
     sorted.windows(2).map(|w| secs(w[1] - w[0])).collect()
-}
-
-fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] })
 }
 
 #[cfg(test)]

@@ -391,62 +391,58 @@ fn performance(
 fn data_quality(input: &ScoringInput, config: &ScoringConfig, why: &mut Vec<String>) -> f64 {
     let mut lost = 0.0;
     let mut reported = false;
-    let mut deduct = |points_lost: f64, line: String| {
+    // The line is written only for a deduction: most inputs of a healthy run cost nothing.
+    let mut deduct = |points_lost: f64, line: &dyn Fn() -> String| {
         if points_lost > 0.0 {
             lost += points_lost;
-            why.push(format!("{line} (-{})", points(points_lost)));
+            why.push(format!("{} (-{})", line(), points(points_lost)));
         }
     };
 
     let (passed, failed) = (input.validation_checks_passed, input.validation_checks_failed);
     if passed > 0 || failed > 0 {
         reported = true;
-        deduct(
-            VALIDATION_MAX_POINTS * failed_share(passed, failed),
-            format!("validation_checks_failed {failed}/{}", passed.saturating_add(failed)),
-        );
+        deduct(VALIDATION_MAX_POINTS * failed_share(passed, failed), &|| {
+            format!("validation_checks_failed {failed}/{}", passed.saturating_add(failed))
+        });
     }
 
     let (processed, rejected) = (input.records_processed, input.records_failed);
     if processed > 0 || rejected > 0 {
         reported = true;
-        deduct(
-            RECORDS_MAX_POINTS * failed_share(processed, rejected),
-            format!("records_failed {rejected}/{}", processed.saturating_add(rejected)),
-        );
+        deduct(RECORDS_MAX_POINTS * failed_share(processed, rejected), &|| {
+            format!("records_failed {rejected}/{}", processed.saturating_add(rejected))
+        });
     }
 
     if let Some(present) = input.expected_fields_present {
         reported = true;
         if !present {
-            deduct(EXPECTED_FIELDS_POINTS, "expected_fields_present false".to_string());
+            deduct(EXPECTED_FIELDS_POINTS, &|| "expected_fields_present false".to_string());
         }
     }
 
     if input.missing_fields > 0 {
         reported = true;
-        deduct(
-            (MISSING_FIELD_POINTS * input.missing_fields as f64).min(MISSING_FIELDS_MAX_POINTS),
-            format!("missing_fields {}", input.missing_fields),
-        );
+        deduct((MISSING_FIELD_POINTS * input.missing_fields as f64).min(MISSING_FIELDS_MAX_POINTS), &|| {
+            format!("missing_fields {}", input.missing_fields)
+        });
     }
 
     if input.null_fields > 0 {
         reported = true;
         let per_record = input.null_fields as f64 / processed.max(1) as f64;
-        deduct(
-            NULLS_MAX_POINTS * per_record.min(1.0),
-            format!("null_fields {} in {processed} records", input.null_fields),
-        );
+        deduct(NULLS_MAX_POINTS * per_record.min(1.0), &|| {
+            format!("null_fields {} in {processed} records", input.null_fields)
+        });
     }
 
     if let Some(age) = input.newest_record_age_seconds {
         reported = true;
         let limit = config.freshness_limit_seconds;
-        deduct(
-            STALENESS_MAX_POINTS * over_limit(age, limit),
-            format!("newest_record_age_seconds {} > {}", number(age), number(limit)),
-        );
+        deduct(STALENESS_MAX_POINTS * over_limit(age, limit), &|| {
+            format!("newest_record_age_seconds {} > {}", number(age), number(limit))
+        });
     }
 
     if !reported {

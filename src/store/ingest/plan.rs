@@ -260,16 +260,22 @@ impl AnomalyBook {
     ) {
         let at = to_micros(run.started_at);
         self.resolve(worker_id, AnomalyKind::MissedRun, received_at_us);
-        let mut starts: Vec<DateTime<Utc>> = history.iter().map(|r| r.started_at).collect();
+        // One place more for the new run's start (pushed below), so it is never reallocated.
+        let mut starts: Vec<DateTime<Utc>> = Vec::with_capacity(history.len() + 1);
+        starts.extend(history.iter().map(|r| r.started_at));
+        // Whether a condition already held before this run is asked only when it holds after it
+        // (to open it once): a healthy run pays for one verdict per condition, not two.
         if let Some(declared) = declared.filter(|s| !s.paused) {
-            let was = schedule::running_too_often(declared, &starts);
             starts.push(run.started_at);
-            match running_too_often_finding(declared, &starts) {
-                Some(finding) if !was => self.open(worker_id, finding, at, None),
+            let finding = running_too_often_finding(declared, &starts);
+            starts.pop();
+            match finding {
+                Some(finding) if !schedule::running_too_often(declared, &starts) => {
+                    self.open(worker_id, finding, at, None)
+                }
                 Some(_) => {}
                 None => self.resolve(worker_id, AnomalyKind::RunningTooOften, at),
             }
-            starts.pop();
         }
         if run.api_quota_remaining.is_some() {
             // When the next run comes: the declared schedule, else the typical gap between starts.
@@ -280,13 +286,17 @@ impl AnomalyBook {
                 Some(Expected::Cron(cron)) => cron.next_after(t).unwrap_or(t),
                 None => typical_gap.and_then(|gap| t.checked_add_signed(gap)).unwrap_or(t),
             };
-            let mut samples: Vec<(DateTime<Utc>, f64)> =
-                history.iter().filter_map(|r| Some((r.started_at, r.api_quota_remaining?))).collect();
-            let was = samples.last().is_some_and(|(t, _)| quota_exhaustion(&samples, next_after(*t)).is_some());
+            let mut samples: Vec<(DateTime<Utc>, f64)> = Vec::with_capacity(history.len() + 1);
+            samples.extend(history.iter().filter_map(|r| Some((r.started_at, r.api_quota_remaining?))));
             samples.push((run.started_at, run.api_quota_remaining.unwrap_or_default()));
             match quota_exhaustion(&samples, next_after(run.started_at)) {
-                Some(finding) if !was => self.open(worker_id, finding, at, None),
-                Some(_) => {}
+                Some(finding) => {
+                    samples.pop();
+                    let was = samples.last().is_some_and(|(t, _)| quota_exhaustion(&samples, next_after(*t)).is_some());
+                    if !was {
+                        self.open(worker_id, finding, at, None);
+                    }
+                }
                 None => self.resolve(worker_id, AnomalyKind::QuotaExhaustion, at),
             }
         }
