@@ -288,12 +288,16 @@ impl Checkpointer {
                 // pass ends, and a transaction that began on an unfinished checkpoint does not
                 // restart the WAL. So the last, short pass runs on the writer's own connection,
                 // between two of its transactions: it copies what the final commits added, and
-                // the next transaction starts on a fully checkpointed WAL.
+                // the next transaction starts on a fully checkpointed WAL. The writer waits for
+                // that pass (a few ms, mostly the database file's fsync), so it runs only once the
+                // WAL has grown to WRITER_PASS_FRAMES: under a steady stream of commits, once a
+                // second or so instead of every round; an idle WAL is caught up by the reader.
                 let mut passes = 0;
                 let outcome = loop {
                     passes += 1;
                     match checkpoint_pass(&read).await {
                         Ok(Some((log, done))) if done < log && passes < MAX_CHECKPOINT_PASSES => continue,
+                        Ok(Some((log, done))) if log < WRITER_PASS_FRAMES => break Ok(Some((log, done))),
                         Ok(_) => {
                             // Timed on its own: the writer waits for this pass.
                             let on_writer = std::time::Instant::now();
@@ -326,6 +330,11 @@ impl Checkpointer {
 
 /// Most checkpoint passes in one round (see [`Checkpointer`]).
 const MAX_CHECKPOINT_PASSES: u32 = 8;
+
+/// WAL size (frames, one page each) from which a checkpoint round ends with a pass on the
+/// writer's connection, so that the WAL restarts (see [`Checkpointer`]): 8,192 frames of 4 KiB is
+/// 32 MiB, a few hundred milliseconds of ingest at full speed.
+const WRITER_PASS_FRAMES: i64 = 8_192;
 
 /// One `PRAGMA wal_checkpoint(PASSIVE)`: the WAL's frames and how many of them are now in the
 /// database file (`None` when SQLite reports -1, as when the WAL is not in use).
