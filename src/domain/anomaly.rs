@@ -643,7 +643,7 @@ pub fn failure_rate_finding(
 /// `next_run_at` at or below zero → Warning.
 pub fn quota_exhaustion(samples: &[(DateTime<Utc>, f64)], next_run_at: DateTime<Utc>) -> Option<Finding> {
     // Samples usually come finite and in time order (a worker's runs as stored): then they are
-    // read in place, with no copy (this runs twice per stored report that carries a quota).
+    // read in place, with no copy (this runs for every stored report that carries a quota).
     let ordered = samples.iter().all(|(_, v)| v.is_finite()) && samples.is_sorted_by_key(|(t, _)| *t);
     let copy: Vec<(DateTime<Utc>, f64)>;
     let points = if ordered {
