@@ -1277,7 +1277,7 @@ mod tests {
             sorted.sort_unstable_by(f64::total_cmp);
             let mid = sorted.len() / 2;
             let expected = (!sorted.is_empty()).then(|| {
-                if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
+                if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
             });
             proptest::prop_assert_eq!(median(&values).map(f64::to_bits), expected.map(f64::to_bits));
         }
