@@ -583,8 +583,7 @@ async fn write(
     let own = store.own_pool("runwarden-writer", 1);
     let store = own.clone().unwrap_or(store);
     while let Some(batch) = batches.recv().await {
-        let outcome = commit(&store, &scoring, batch, &channels).await;
-        let _ = settled.send(outcome);
+        commit(&store, &scoring, batch, &channels, &settled).await;
     }
     if let Some(own) = own {
         own.close().await;
@@ -592,8 +591,17 @@ async fn write(
     tracing::info!("ingest writer stopped");
 }
 
-/// Commits one batch and answers every caller in it.
-async fn commit(store: &Store, scoring: &ScoringConfig, batch: Batch, channels: &Channels) -> Settled {
+/// Commits one batch, tells the planner what became of it, and answers every caller in it.
+///
+/// The planner hears first, as soon as the transaction has ended: it hands over the next batch
+/// while this thread answers the callers and drops the reports.
+async fn commit(
+    store: &Store,
+    scoring: &ScoringConfig,
+    batch: Batch,
+    channels: &Channels,
+    settled: &mpsc::UnboundedSender<Settled>,
+) {
     let events = &channels.executions;
     let started = Instant::now();
     let size = batch.jobs.len();
@@ -613,6 +621,11 @@ async fn commit(store: &Store, scoring: &ScoringConfig, batch: Batch, channels: 
             count.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("runwarden_ingest_batches_total", "planned" => label).increment(1);
             let Plan { acks: outcomes, health_changes, workers, .. } = plan;
+            let _ = settled.send(if applied {
+                Settled::Applied
+            } else {
+                Settled::Recomputed(workers.into_values().map(|worker| worker.row).collect())
+            });
             publish_health(&channels.health, health_changes);
             let stored = outcomes.iter().filter(|a| matches!(a, Ack::Stored(_))).count();
             metrics::counter!("runwarden_reports_stored_total").increment(stored as u64);
@@ -637,19 +650,14 @@ async fn commit(store: &Store, scoring: &ScoringConfig, batch: Batch, channels: 
             for (ack, outcome) in acks.into_iter().zip(outcomes) {
                 let _ = ack.send(Ok(outcome));
             }
-            if applied {
-                Settled::Applied
-            } else {
-                Settled::Recomputed(workers.into_values().map(|worker| worker.row).collect())
-            }
         }
         Err(e) => {
+            let _ = settled.send(Settled::Failed);
             metrics::counter!("runwarden_db_errors_total").increment(1);
             tracing::warn!(error = %e, size, "batch not committed; every report in it is refused");
             for ack in acks {
                 let _ = ack.send(Err(Error::Unavailable("database unavailable; report not stored, retry".into())));
             }
-            Settled::Failed
         }
     }
 }
