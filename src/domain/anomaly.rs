@@ -272,9 +272,9 @@ fn median_in_place(v: &mut [f64]) -> Option<f64> {
 
 /// Median absolute deviation of the finite values around `center`.
 fn mad_around(values: &[f64], center: f64) -> Option<f64> {
-    let mut deviations: Vec<f64> = values.iter().filter(|x| x.is_finite()).map(|x| (x - center).abs()).collect();
-    // A deviation from a finite center can still overflow to infinity.
-    deviations.retain(|x| x.is_finite());
+    // Finite values only; a deviation from a finite center can still overflow to infinity, and
+    // is left out too (as `median` leaves out what is not finite).
+    let mut deviations: Vec<f64> = values.iter().map(|x| (x - center).abs()).filter(|d| d.is_finite()).collect();
     median_in_place(&mut deviations)
 }
 

@@ -80,8 +80,9 @@ pub struct Store {
     write: DatabaseConnection,
     /// This process's id in cross-replica notifications (so it ignores its own).
     replica: std::sync::Arc<str>,
-    /// Where to LISTEN, on PostgreSQL.
-    listen: Option<PgConnectOptions>,
+    /// How to connect, on PostgreSQL: for the LISTEN connection and for pools of one's own
+    /// ([`Store::own_pool`]).
+    pg_connect: Option<PgConnectOptions>,
     /// How long to wait for a pooled connection.
     acquire_timeout: Duration,
     /// SQLite files only; aborted when the last clone of the store is dropped.
@@ -129,7 +130,7 @@ impl Store {
 
     /// The connection options a LISTEN connection uses (PostgreSQL only).
     pub fn listen_options(&self) -> Option<&PgConnectOptions> {
-        self.listen.as_ref()
+        self.pg_connect.as_ref()
     }
 
     /// On PostgreSQL, the same database through a pool of its own of at most `connections`
@@ -141,7 +142,7 @@ impl Store {
     /// `None` on SQLite, whose connections each run on a thread of their own. The connections
     /// show as `application_name` in `pg_stat_activity`.
     pub fn own_pool(&self, application_name: &str, connections: u32) -> Option<Store> {
-        let connect = self.listen.clone()?.application_name(application_name);
+        let connect = self.pg_connect.clone()?.application_name(application_name);
         let pool = PgPoolOptions::new()
             .max_connections(connections.max(1))
             .acquire_timeout(self.acquire_timeout)
@@ -247,7 +248,7 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         read,
         write,
         replica: new_replica_id(),
-        listen: None,
+        pg_connect: None,
         acquire_timeout: options.connect_timeout,
         _checkpointer: checkpointer,
     })
@@ -386,7 +387,7 @@ async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Store, Db
         read: db.clone(),
         write: db,
         replica: new_replica_id(),
-        listen: Some(connect),
+        pg_connect: Some(connect),
         acquire_timeout: options.connect_timeout,
         _checkpointer: None,
     })

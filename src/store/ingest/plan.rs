@@ -260,12 +260,16 @@ impl AnomalyBook {
     ) {
         let at = to_micros(run.started_at);
         self.resolve(worker_id, AnomalyKind::MissedRun, received_at_us);
+        let declared_active = declared.filter(|s| !s.paused);
+        if declared_active.is_none() && run.api_quota_remaining.is_none() {
+            return;
+        }
         // One place more for the new run's start (pushed below), so it is never reallocated.
         let mut starts: Vec<DateTime<Utc>> = Vec::with_capacity(history.len() + 1);
         starts.extend(history.iter().map(|r| r.started_at));
         // Whether a condition already held before this run is asked only when it holds after it
         // (to open it once): a healthy run pays for one verdict per condition, not two.
-        if let Some(declared) = declared.filter(|s| !s.paused) {
+        if let Some(declared) = declared_active {
             starts.push(run.started_at);
             let finding = running_too_often_finding(declared, &starts);
             starts.pop();
