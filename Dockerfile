@@ -11,6 +11,7 @@ WORKDIR /src
 # code does not rebuild every crate. build.rs and proto/ come along so the build-dependencies
 # (the proto compiler) are cached too.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo .cargo
 COPY migrations/Cargo.toml migrations/Cargo.toml
 COPY proto proto
 RUN mkdir -p src migrations/src dashboard/dist \

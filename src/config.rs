@@ -160,7 +160,7 @@ pub struct ServeArgs {
     /// Reports waiting for the writer before submissions get RESOURCE_EXHAUSTED [default: 10000].
     #[arg(long, env = "RUNWARDEN_QUEUE_CAPACITY")]
     pub queue_capacity: Option<usize>,
-    /// Most reports committed in one transaction [default: 1000].
+    /// Most reports committed in one transaction [default: 2000].
     #[arg(long, env = "RUNWARDEN_MAX_BATCH")]
     pub max_batch: Option<usize>,
     /// Milliseconds a unary SubmitReport that finds the queue full waits for a place before it
@@ -679,7 +679,7 @@ mod tests {
         assert_eq!(config.listen.port(), 7000);
         assert_eq!(config.database_url, "sqlite://file.db");
         assert_eq!(config.ingest.queue_capacity, 5);
-        assert_eq!(config.ingest.max_batch, 1000);
+        assert_eq!(config.ingest.max_batch, crate::store::ingest::DEFAULT_MAX_BATCH);
 
         args.listen = Some("127.0.0.1:9000".parse().expect("addr"));
         args.database.database_url = Some("postgres://x@h/db".into());

@@ -42,6 +42,9 @@ pub const MAX_ROWS_PER_INSERT: usize = 128;
 /// rows (128, then 64, 32, … for the rest), so their text takes one of eight shapes and each is
 /// prepared once per connection and then found in the statement cache, instead of being parsed
 /// anew for every batch size.
+///
+/// A row whose `execution_id` is already stored is skipped (`ON CONFLICT DO NOTHING`), not an
+/// error: the rows the statements affected tell the caller whether every row went in.
 pub fn insert_statements(backend: DbBackend, rows: Vec<ExecutionRow>) -> Vec<Statement> {
     let mut statements = Vec::with_capacity(rows.len().div_ceil(MAX_ROWS_PER_INSERT) + 7);
     let mut rows = rows.into_iter();
@@ -66,7 +69,7 @@ fn chunk_rows(left: usize) -> usize {
 
 fn insert_sql(backend: DbBackend, rows: usize) -> String {
     use std::fmt::Write;
-    let mut sql = String::with_capacity(64 + INSERT_COLUMNS.len() + rows * INSERT_COLUMN_COUNT * 5);
+    let mut sql = String::with_capacity(112 + INSERT_COLUMNS.len() + rows * INSERT_COLUMN_COUNT * 5);
     let _ = write!(sql, "INSERT INTO executions ({INSERT_COLUMNS}) VALUES ");
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -83,6 +86,7 @@ fn insert_sql(backend: DbBackend, rows: usize) -> String {
         }
         sql.push(')');
     }
+    sql.push_str(" ON CONFLICT (execution_id) DO NOTHING");
     sql
 }
 
@@ -261,7 +265,8 @@ mod tests {
         assert_eq!(sqlite.matches('?').count(), 3 * INSERT_COLUMN_COUNT);
         assert_eq!(INSERT_COLUMNS.split(',').count(), INSERT_COLUMN_COUNT);
         let postgres = insert_sql(DbBackend::Postgres, 2);
-        assert!(postgres.ends_with(&format!("${})", 2 * INSERT_COLUMN_COUNT)), "{postgres}");
+        let last = format!("${}) ON CONFLICT (execution_id) DO NOTHING", 2 * INSERT_COLUMN_COUNT);
+        assert!(postgres.ends_with(&last), "{postgres}");
         assert!(!postgres.contains('?'));
     }
 }

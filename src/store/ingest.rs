@@ -12,14 +12,15 @@
 //!   worker rows the plan was computed from and none of its reports is stored yet; otherwise (a
 //!   worker changed elsewhere, a retried report, a worker not cached) it computes the batch again
 //!   from the database inside the transaction. Either way what is stored is what computing it in
-//!   the transaction gives. Only one batch is with the writer at a time, and the planner learns
-//!   its outcome before it hands over the next.
+//!   the transaction gives. A batch is handed over when the writer is free, or, if it is full,
+//!   while the writer commits the one before (at most two batches are with it); either way the
+//!   planner learns each outcome and corrects its cache before it plans on.
 //!
 //! Idempotency: `execution_id` is unique. A report whose id is already stored, or that repeats an
 //! id earlier in the same batch, is answered `Duplicate` and changes nothing.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -70,16 +71,23 @@ pub enum Ack {
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     /// Reports waiting in the queue before submissions are refused with RESOURCE_EXHAUSTED. Besides
-    /// these, the batch being committed and the one being gathered behind it hold up to
-    /// `max_batch` each.
+    /// these, the batch being committed, a full one waiting behind it and the one being gathered
+    /// hold up to `max_batch` each.
     pub queue_capacity: usize,
-    /// Most reports committed in one transaction.
+    /// Most reports committed in one transaction ([`DEFAULT_MAX_BATCH`]).
     pub max_batch: usize,
     /// How long a unary SubmitReport that finds the queue full waits for a place (first come,
     /// first served) before it is refused. Zero refuses at once.
     pub admission_wait: Duration,
     pub scoring: ScoringConfig,
 }
+
+/// The default [`IngestConfig::max_batch`]. A batch takes what is queued when the writer becomes
+/// free, so it reaches this size only under a backlog; there each transaction's fixed cost (BEGIN,
+/// COMMIT's fsync, handing the batch over) is shared by more reports: streaming into SQLite, 2,000
+/// gave ~20 % more reports/s than 1,000 (docs/performance.md, eleventh session), while a report
+/// that arrives behind a full batch waits for a transaction about twice as long.
+pub const DEFAULT_MAX_BATCH: usize = 2_000;
 
 /// The default [`IngestConfig::admission_wait`].
 pub const DEFAULT_ADMISSION_WAIT: Duration = Duration::from_millis(100);
@@ -88,7 +96,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             queue_capacity: 10_000,
-            max_batch: 1_000,
+            max_batch: DEFAULT_MAX_BATCH,
             admission_wait: DEFAULT_ADMISSION_WAIT,
             scoring: ScoringConfig::default(),
         }
@@ -488,9 +496,12 @@ impl Pending {
 }
 
 /// The planner: gathers the queued reports into a batch and computes what they do while the
-/// writer commits the batch before, then hands the batch over as soon as the writer is free. At
-/// most one batch is with the writer, so a plan is always computed from rows that are either
-/// committed or about to be by the batch before, whose outcome the planner learns first.
+/// writer commits the batch before, then hands the batch over as soon as the writer is free — or,
+/// once it is full (a backlog), at once, to wait with the writer so that no thread wake-up lies
+/// between two commits. At most two batches are with the writer. A plan is computed from the rows
+/// the batches before it leave if they commit as planned; if one does not, the writer finds that
+/// the rows differ from what the plan was computed from, and computes the batch again in its
+/// transaction ([`write_planned`]), so a plan handed over early is never applied to other rows.
 async fn plan(
     mut rx: mpsc::Receiver<Job>,
     stop: Arc<Notify>,
@@ -502,14 +513,15 @@ async fn plan(
 ) {
     let mut cache = RowCache::default();
     let mut pending = Pending::new();
-    // Workers of the batch with the writer, while it is there.
-    let mut in_flight: Option<Vec<String>> = None;
+    // Workers of each batch handed to the writer and not yet settled, oldest first: the one it
+    // commits, and at most one full batch waiting behind it.
+    let mut in_flight: VecDeque<Vec<String>> = VecDeque::with_capacity(2);
     let (mut closing, mut drained) = (false, false);
     loop {
         tokio::select! {
             biased;
-            outcome = settled.recv(), if in_flight.is_some() => {
-                let workers = in_flight.take().unwrap_or_default();
+            outcome = settled.recv(), if !in_flight.is_empty() => {
+                let workers = in_flight.pop_front().unwrap_or_default();
                 match outcome {
                     Some(Settled::Applied) => {}
                     Some(Settled::Recomputed(rows)) => {
@@ -530,7 +542,7 @@ async fn plan(
                     pending.push(job, &cache, &scoring);
                     // While the writer is busy, take what else is queued; the batch goes as
                     // soon as the writer is free.
-                    while in_flight.is_some() && settled.is_empty() && pending.jobs.len() < max_batch {
+                    while !in_flight.is_empty() && settled.is_empty() && pending.jobs.len() < max_batch {
                         match rx.try_recv() {
                             Ok(job) => pending.push(job, &cache, &scoring),
                             Err(_) => break,
@@ -547,7 +559,10 @@ async fn plan(
             else => break,
         }
         metrics::gauge!("runwarden_ingest_queue_depth").set(rx.len() as f64);
-        if in_flight.is_none() && !pending.jobs.is_empty() {
+        // A batch goes when the writer is free; a full one also while the writer commits the
+        // batch before it (see `plan`), so that the writer starts on it at once.
+        let full_behind = in_flight.len() == 1 && pending.jobs.len() >= max_batch;
+        if !pending.jobs.is_empty() && (in_flight.is_empty() || full_behind) {
             let Pending { jobs, plan } = std::mem::replace(&mut pending, Pending::new());
             let plan = plan.map(|mut plan| {
                 let now = jobs.iter().map(|job| job.received_at).max().unwrap_or_default();
@@ -558,13 +573,13 @@ async fn plan(
             let mut workers: Vec<&str> = jobs.iter().map(|job| job.report.report.worker_name.as_str()).collect();
             workers.sort_unstable();
             workers.dedup();
-            in_flight = Some(workers.into_iter().map(str::to_owned).collect());
+            in_flight.push_back(workers.into_iter().map(str::to_owned).collect());
             if batches.send(Batch { jobs, plan }).await.is_err() {
                 tracing::error!("ingest writer is gone; queued reports are refused");
                 break;
             }
         }
-        if drained && in_flight.is_none() && pending.jobs.is_empty() {
+        if drained && in_flight.is_empty() && pending.jobs.is_empty() {
             break;
         }
     }
@@ -732,29 +747,54 @@ pub async fn write_batch(
 /// database still holds the rows it was computed from and none of its reports is stored yet;
 /// otherwise with a plan computed in the transaction. Returns the plan committed, and whether it
 /// was the one given.
+///
+/// Whether a planned report is stored already is not asked before the plan is applied: its
+/// INSERTs skip stored ids, and if any row was skipped (a retried report, rare) the transaction is
+/// rolled back and the batch planned again from the database.
 async fn write_planned(
     store: &Store,
     scoring: &ScoringConfig,
     jobs: &[(ValidReport, DateTime<Utc>)],
     plan: Option<Plan>,
 ) -> Result<(Plan, bool), DbErr> {
-    let txn = store.begin_write().await?;
+    let mut txn = store.begin_write().await?;
     if let Some(mut plan) = plan {
-        let ids: Vec<&str> = plan.stored.iter().map(String::as_str).collect();
-        if existing_ids(&txn, &ids).await?.is_empty() {
-            let names: Vec<&str> = plan.workers.keys().map(String::as_str).collect();
-            let rows = load_workers(&txn, store.backend(), names).await?;
-            if plan.matches(&rows) {
-                apply(&txn, store, &mut plan).await?;
-                txn.commit().await?;
-                return Ok((plan, true));
+        let names: Vec<&str> = plan.workers.keys().map(String::as_str).collect();
+        let rows = load_workers(&txn, store.backend(), names).await?;
+        if plan.matches(&rows) {
+            match apply(&txn, store, &mut plan).await? {
+                Applied::Whole => {
+                    txn.commit().await?;
+                    return Ok((plan, true));
+                }
+                Applied::AlreadyStored => {
+                    txn.rollback().await?;
+                    txn = store.begin_write().await?;
+                }
             }
         }
     }
     let mut plan = plan_in(&txn, store.backend(), scoring, jobs).await?;
-    apply(&txn, store, &mut plan).await?;
-    txn.commit().await?;
-    Ok((plan, false))
+    match apply(&txn, store, &mut plan).await? {
+        Applied::Whole => {
+            txn.commit().await?;
+            Ok((plan, false))
+        }
+        // Only another replica's writer, committing the same execution_id since `plan_in` looked
+        // (PostgreSQL), gets here: nothing is committed and the callers retry.
+        Applied::AlreadyStored => {
+            Err(DbErr::Custom("a report of the batch was stored concurrently by another writer; retry".into()))
+        }
+    }
+}
+
+/// What [`apply`] came to.
+#[must_use]
+enum Applied {
+    /// Everything the plan decided is written; the caller commits.
+    Whole,
+    /// An execution the plan stores was already stored: the transaction must be rolled back.
+    AlreadyStored,
 }
 
 /// Plans `jobs` from the database, inside the write transaction: reports already stored are
@@ -805,13 +845,18 @@ async fn plan_in(
 }
 
 /// Writes what `plan` decided: the executions, rollups, anomalies, alerts, the workers' rows and
-/// (on PostgreSQL) the notice to the other replicas. The caller commits.
-async fn apply(txn: &DatabaseTransaction, store: &Store, plan: &mut Plan) -> Result<(), DbErr> {
+/// (on PostgreSQL) the notice to the other replicas. The caller commits, unless one of the
+/// executions was already stored ([`Applied::AlreadyStored`]; then nothing after them is written).
+async fn apply(txn: &DatabaseTransaction, store: &Store, plan: &mut Plan) -> Result<Applied, DbErr> {
     if plan.stored.is_empty() {
-        return Ok(());
+        return Ok(Applied::Whole);
     }
+    let mut inserted = 0;
     for statement in std::mem::take(&mut plan.inserts) {
-        txn.execute_raw(statement).await?;
+        inserted += txn.execute_raw(statement).await?.rows_affected();
+    }
+    if inserted != plan.stored.len() as u64 {
+        return Ok(Applied::AlreadyStored);
     }
 
     // Rollups fold the runs in storage order, as a rebuild does, so both give identical rows.
@@ -866,7 +911,7 @@ async fn apply(txn: &DatabaseTransaction, store: &Store, plan: &mut Plan) -> Res
     }
     let stored: Vec<&str> = plan.stored.iter().map(String::as_str).collect();
     super::notify::send(txn, store.replica(), &stored, &plan.health_changes).await?;
-    Ok(())
+    Ok(Applied::Whole)
 }
 
 /// Loads the rows of the workers `names` (in any order, repeats allowed), locked on PostgreSQL

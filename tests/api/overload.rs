@@ -87,10 +87,10 @@ async fn a_full_queue_refuses_unary_ingest_before_decoding() {
     let mut lock = SqliteConnection::connect(&app.database_url()).await.expect("second connection");
     lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
 
-    // One report for the stuck writer, one for the planner behind it (batches of one), two to
-    // fill the queue.
+    // Batches of one: one report for the stuck writer, one (a full batch) waiting with it, one for
+    // the planner behind them, two to fill the queue.
     let mut waiting = Vec::new();
-    for i in 0..4 {
+    for i in 0..5 {
         let mut client = app.report.clone();
         waiting.push(tokio::spawn(async move {
             client.submit_report(SubmitReportRequest { report: Some(report(&format!("queued_{i}"))) }).await
@@ -117,7 +117,7 @@ async fn a_full_queue_refuses_unary_ingest_before_decoding() {
         call.await.expect("task").expect("admitted before the queue filled, stored once the lock is released");
     }
     app.submit(report("after")).await.expect("served again");
-    assert_eq!(app.all_execution_ids().await.len(), 5);
+    assert_eq!(app.all_execution_ids().await.len(), 6);
     app.stop().await;
 }
 
@@ -146,11 +146,12 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
             (result, started.elapsed())
         })
     };
-    // One report for the stuck writer, one for the planner behind it, two to fill the queue.
+    // One report for the stuck writer, one waiting with it, one for the planner behind them, two
+    // to fill the queue.
     let mut lock = SqliteConnection::connect(&app.database_url()).await.expect("second connection");
     lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
     let mut queued = Vec::new();
-    for i in 0..4 {
+    for i in 0..5 {
         queued.push(submit(format!("queued_{i}")));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -181,12 +182,12 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
     for call in queued {
         call.await.expect("task").0.expect("stored");
     }
-    assert_eq!(app.all_execution_ids().await.len(), 7);
+    assert_eq!(app.all_execution_ids().await.len(), 8);
 
     // No place within the wait: RESOURCE_EXHAUSTED, after the wait and not before.
     lock.execute("BEGIN IMMEDIATE").await.expect("take the write lock again");
     let mut queued = Vec::new();
-    for i in 4..8 {
+    for i in 5..10 {
         queued.push(submit(format!("queued_{i}")));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -205,6 +206,6 @@ async fn a_full_queue_makes_unary_calls_wait_for_a_place_then_refuses() {
     for call in queued {
         call.await.expect("task").0.expect("stored");
     }
-    assert_eq!(app.all_execution_ids().await.len(), 11, "the refused report is not stored");
+    assert_eq!(app.all_execution_ids().await.len(), 13, "the refused report is not stored");
     app.stop().await;
 }

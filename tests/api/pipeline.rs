@@ -25,6 +25,7 @@ use crate::{
 
 backend_tests!(
     planned_ahead_stores_what_the_transaction_would,
+    full_batches_handed_over_early_store_what_the_transaction_would,
     a_worker_row_changed_elsewhere_is_not_overwritten,
     the_store_works_after_the_writer_stops
 );
@@ -65,6 +66,17 @@ fn run(worker: &str, i: i64, now: DateTime<Utc>) -> ValidReport {
 }
 
 async fn planned_ahead_stores_what_the_transaction_would(backend: Backend) {
+    stores_what_the_transaction_would(backend, IngestConfig::default()).await;
+}
+
+/// Batches of 4: each full batch is handed to the writer while it commits the one before, planned
+/// from rows that batch has not committed yet — and a retry in a batch makes that batch commit
+/// other rows than planned, so the batch behind it must be computed again, not applied.
+async fn full_batches_handed_over_early_store_what_the_transaction_would(backend: Backend) {
+    stores_what_the_transaction_would(backend, IngestConfig { max_batch: 4, ..IngestConfig::default() }).await;
+}
+
+async fn stores_what_the_transaction_would(backend: Backend, config: IngestConfig) {
     let (_a, ahead) = open(backend).await;
     let (_b, reference) = open(backend).await;
     let now = Utc::now();
@@ -86,7 +98,7 @@ async fn planned_ahead_stores_what_the_transaction_would(backend: Backend) {
         groups.push(jobs);
     }
 
-    let (ingest, writer) = ingest::spawn(ahead.clone(), IngestConfig::default());
+    let (ingest, writer) = ingest::spawn(ahead.clone(), config);
     let scoring = ScoringConfig::default();
     for jobs in &groups {
         // Queued together, in order: the planner takes them in batches of its own choosing.

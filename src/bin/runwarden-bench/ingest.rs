@@ -357,8 +357,8 @@ pub async fn measure(name: &str, server: &ServerProcess, shape: Shape, in_flight
 }
 
 /// The storage limit: the same rows inserted straight into the executions table (no server, no
-/// scoring, no rollups), 1,000 per transaction, for `duration`.
-pub async fn raw_inserts(url: &str, duration: Duration) -> Run {
+/// scoring, no rollups), `per_transaction` (a multiple of 200) per transaction, for `duration`.
+pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) -> Run {
     use runwarden::store::{Store, StoreOptions, to_micros};
     use sea_orm::{ConnectionTrait, Statement};
     let store = Store::connect(url, &StoreOptions::default()).await.expect("open");
@@ -393,8 +393,8 @@ pub async fn raw_inserts(url: &str, duration: Duration) -> Run {
     while started.elapsed() < duration {
         let call = Instant::now();
         let txn = store.begin_write().await.expect("begin");
-        // Five statements of 200 rows, as the writer chunks them.
-        for chunk in 0..5 {
+        // Statements of 200 rows.
+        for chunk in 0..per_transaction / 200 {
             let mut values = Vec::with_capacity(200);
             let mut params: Vec<sea_orm::Value> = Vec::with_capacity(200 * 3);
             for k in 0..200u64 {
@@ -425,14 +425,14 @@ pub async fn raw_inserts(url: &str, duration: Duration) -> Run {
             txn.execute_raw(Statement::from_sql_and_values(backend, sql, params)).await.expect("insert");
         }
         txn.commit().await.expect("commit");
-        i += 1000;
-        reports += 1000;
+        i += per_transaction;
+        reports += per_transaction;
         latencies.push(call.elapsed());
     }
     let elapsed = started.elapsed();
     store.close().await;
     Run {
-        name: "raw storage inserts, 1,000 per transaction (no server)".into(),
+        name: format!("raw storage inserts, {per_transaction} per transaction (no server)"),
         reports,
         elapsed,
         latencies,
