@@ -361,6 +361,10 @@ pub async fn measure(name: &str, server: &ServerProcess, shape: Shape, in_flight
 pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) -> Run {
     use runwarden::store::{Store, StoreOptions, to_micros};
     use sea_orm::{ConnectionTrait, Statement};
+    assert!(
+        per_transaction > 0 && per_transaction.is_multiple_of(200),
+        "rows per transaction must be a multiple of 200"
+    );
     let store = Store::connect(url, &StoreOptions::default()).await.expect("open");
     store.migrate().await.expect("migrate");
     let backend = store.backend();

@@ -515,8 +515,9 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
         let rss = server.rss_mb();
         let peak = server.peak_rss_mb();
         server.stop();
-        // The storage limit as the issue defines it (1,000 rows per transaction), and at the
-        // writer's own largest transaction, so the ratio at equal transaction size is known too.
+        // The storage limit at 1,000 rows per transaction (what the ratio targets are stated
+        // against), and at the writer's own largest transaction, so that the ratio at equal
+        // transaction sizes is known too.
         let mut raw_rates = Vec::new();
         for per_transaction in [1000, runwarden::store::ingest::DEFAULT_MAX_BATCH as u64] {
             let raw_url = match &pg {
