@@ -540,8 +540,8 @@ async fn plan(
             job = rx.recv(), if !drained && pending.jobs.len() < max_batch => match job {
                 Some(job) => {
                     pending.push(job, &cache, &scoring);
-                    // While the writer is busy, take what else is queued; the batch goes as
-                    // soon as the writer is free.
+                    // While the writer is busy, take what else is queued; the batch goes when
+                    // the writer is free, or once it is full (below).
                     while !in_flight.is_empty() && settled.is_empty() && pending.jobs.len() < max_batch {
                         match rx.try_recv() {
                             Ok(job) => pending.push(job, &cache, &scoring),
