@@ -15,6 +15,7 @@ pub mod detector;
 pub mod domain;
 pub mod error;
 pub mod exec;
+pub mod front;
 pub mod guardian;
 pub mod openapi;
 pub mod proto;

@@ -10,7 +10,6 @@ use axum::{
     Router,
     extract::{DefaultBodyLimit, Request, State},
     middleware::{self, Next},
-    response::IntoResponse,
     routing::get,
 };
 use http::{HeaderName, HeaderValue, header};
@@ -33,6 +32,7 @@ use crate::{
     auth::{self, Auth, GrpcAuth, GrpcAuthLayer},
     config::{Config, MAX_MESSAGE_BYTES},
     detector::Detector,
+    front::{Front, GrpcContextLayer, REQUEST_ID, deadline_exceeded},
     guardian::Guardian,
     proto::{
         self,
@@ -53,8 +53,6 @@ use crate::{
 
 /// How often the health task checks the database.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(2);
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +79,7 @@ pub enum StartError {
 pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
-    router: Router,
+    router: Front,
     health: HealthReporter,
     writer: Writer,
     store: Store,
@@ -196,8 +194,11 @@ impl App {
             .route_service(&grpc_path(&reflection_v1), reflection_v1)
             .route_service(&grpc_path(&reflection_v1alpha), reflection_v1alpha);
 
+        // Native gRPC takes the short stack, everything else the full one (crate::front).
+        let native =
+            grpc.clone().fallback(rest::not_found).layer(GrpcContextLayer { timeout: config.limits.request_timeout });
         let metrics = telemetry::metrics_handle();
-        let router = Router::new()
+        let full = Router::new()
             .merge(grpc)
             .merge(
                 rest::router(RestState { report, query, guardian: guardian_api, workers: worker_api })
@@ -232,6 +233,7 @@ impl App {
             }))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+        let router = Front::new(native, full);
 
         tracing::info!(
             addr = %local_addr,
@@ -500,14 +502,7 @@ async fn request_timeout(State(limit): State<Duration>, request: Request, next: 
     let grpc = content_type.as_ref().and_then(|c| c.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(timeout_ms = limit.as_millis() as u64, "request cut off by the request timeout");
-            let error = crate::error::Error::DeadlineExceeded(format!(
-                "the call took longer than the server's request timeout ({} s)",
-                limit.as_secs_f64()
-            ));
-            if grpc { rest::grpc_status_response(error.into(), content_type) } else { error.into_response() }
-        }
+        Err(_) => deadline_exceeded(limit, content_type, grpc),
     }
 }
 

@@ -6,7 +6,6 @@
 
 use std::{future::Future, io, path::PathBuf, sync::Arc, time::Duration};
 
-use axum::Router;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -96,7 +95,7 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
 /// for open connections to finish (the caller bounds the wait).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: crate::front::Front,
     tls: Option<TlsAcceptor>,
     limits: &Limits,
     shutdown: impl Future<Output = ()>,

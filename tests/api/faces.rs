@@ -283,3 +283,130 @@ async fn every_documented_rest_route_answers() {
         }
     }
 }
+
+/// Native gRPC takes a shorter stack of layers than grpc-web and REST (`runwarden::front`); every
+/// face still answers with the caller's request id, or a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_face_answers_with_a_request_id() {
+    use tonic::{Code, Request};
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut client = app.report.clone();
+
+    let mut mine = Request::new(SubmitReportRequest { report: Some(report("request_id_worker")) });
+    mine.metadata_mut().insert("x-request-id", "trace-me-123".parse().expect("metadata"));
+    let answer = client.submit_report(mine).await.expect("native gRPC");
+    assert_eq!(answer.metadata().get("x-request-id").and_then(|v| v.to_str().ok()), Some("trace-me-123"));
+
+    let fresh = |response_id: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>| {
+        let text = response_id.and_then(|v| v.to_str().ok()).expect("a request id").to_owned();
+        let id = uuid::Uuid::parse_str(&text).expect("a UUID");
+        assert_eq!(id.get_version_num(), 4, "{text}");
+        id
+    };
+    let first = client
+        .submit_report(SubmitReportRequest { report: Some(report("request_id_worker")) })
+        .await
+        .expect("native gRPC");
+    let second = client
+        .submit_report(SubmitReportRequest { report: Some(report("request_id_worker")) })
+        .await
+        .expect("native gRPC");
+    assert_ne!(fresh(first.metadata().get("x-request-id")), fresh(second.metadata().get("x-request-id")));
+
+    // An error, and a method no service has, carry one too.
+    let refused = client.submit_report(SubmitReportRequest { report: None }).await.expect_err("no report");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    fresh(refused.metadata().get("x-request-id"));
+    let mut health = tonic::client::Grpc::new(app.channel.clone());
+    health.ready().await.expect("ready");
+    let unknown = health
+        .unary::<HealthCheckRequest, HealthCheckRequest, _>(
+            Request::new(HealthCheckRequest::default()),
+            "/runwarden.v1.NoSuchService/Nothing".parse().expect("path"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("no such service");
+    assert_eq!(unknown.code(), Code::Unimplemented, "{unknown:?}");
+    fresh(unknown.metadata().get("x-request-id"));
+
+    // grpc-web, from a page on another origin: a request id, and the CORS headers that let the
+    // browser read the gRPC status.
+    let mut body = Vec::from([0u8, 0, 0, 0, 0]);
+    let request = SubmitReportRequest { report: Some(report("request_id_worker")) };
+    body[1..5].copy_from_slice(&(prost::Message::encoded_len(&request) as u32).to_be_bytes());
+    prost::Message::encode(&request, &mut body).expect("encode");
+    let web = app
+        .http
+        .post(app.url("/runwarden.v1.ReportService/SubmitReport"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("origin", "https://dashboard.example")
+        .body(body)
+        .send()
+        .await
+        .expect("grpc-web");
+    assert_eq!(web.status(), 200);
+    let header = |name: &str| web.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(header("access-control-allow-origin").as_deref(), Some("https://dashboard.example"));
+    assert!(header("access-control-expose-headers").is_some_and(|h| h.contains("grpc-status")));
+    uuid::Uuid::parse_str(&header("x-request-id").expect("a request id")).expect("a UUID");
+
+    // REST keeps the caller's id.
+    let rest = app
+        .http
+        .get(app.url("/api/v1/orchestrator/workers"))
+        .header("x-request-id", "rest-call-7")
+        .send()
+        .await
+        .expect("rest");
+    assert_eq!(rest.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("rest-call-7"));
+    app.stop().await;
+}
+
+/// A native gRPC call's log lines are inside its `request` span, with its request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_grpc_calls_log_lines_carry_its_request_id() {
+    use std::process::{Command, Stdio};
+    let db = crate::helpers::TestDatabase::create(Backend::Sqlite).await;
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &db.url])
+        .env("RUST_LOG", "info,runwarden::api=debug")
+        .stdout(Stdio::from(log.reopen().expect("log")))
+        .stderr(Stdio::from(log.reopen().expect("log")))
+        .spawn()
+        .expect("serve");
+    let mut addr = None;
+    for _ in 0..300 {
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("runwarden ready")) {
+            let value: Value = serde_json::from_str(line).expect("json");
+            addr = value["addr"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let addr = addr.expect("the server logs its address");
+    let mut client =
+        runwarden::proto::v1::report_service_client::ReportServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+    let mut request = tonic::Request::new(SubmitReportRequest { report: Some(report("logged_worker")) });
+    request.metadata_mut().insert("x-request-id", "log-me-42".parse().expect("metadata"));
+    client.submit_report(request).await.expect("submit");
+    let mut found = None;
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        found = text.lines().find(|l| l.contains("report submitted")).map(str::to_owned);
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line: Value = serde_json::from_str(&found.expect("the handler's debug line")).expect("json");
+    assert_eq!(line["span"]["name"], "request", "{line}");
+    assert_eq!(line["span"]["request_id"], "log-me-42", "{line}");
+    assert_eq!(line["span"]["path"], "/runwarden.v1.ReportService/SubmitReport", "{line}");
+}
