@@ -464,12 +464,13 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
     let mut runs: Vec<Run> = Vec::new();
 
     eprintln!("wire limit: bare tonic echo server");
+    // The echo server stays up (idle) for the whole run: each ratio's baseline is measured right
+    // before and right after what it is compared with, and the ratio taken against their mean, so
+    // that the machine's drift over the minutes between (±20 % seen on shared 2-vCPU machines)
+    // moves both sides alike.
     let echo = ServerProcess::start(me.to_str().expect("utf-8 path"), &["echo-server"]);
-    let echo_unary = measure("tonic echo, unary, 256 in flight (wire limit)", &echo, Shape::Unary, 256, d).await;
-    let echo_rate = echo_unary.rate();
-    runs.push(echo_unary);
+    runs.push(measure("tonic echo, unary, 256 in flight (wire limit)", &echo, Shape::Unary, 256, d).await);
     runs.push(measure("tonic echo, batch of 100, 16 in flight", &echo, Shape::Batch(100), 16, d).await);
-    echo.stop();
 
     let mut backends = vec![("SQLite (synchronous=FULL)".to_owned(), None)];
     if let Some(base) = &postgres {
@@ -482,62 +483,71 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
             Some(base) => fresh_postgres(base).await,
             None => format!("sqlite://{}/ingest-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple()),
         };
+        let raw_url = || async {
+            match &pg {
+                Some(base) => fresh_postgres(base).await,
+                None => format!("sqlite://{}/raw-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple()),
+            }
+        };
         eprintln!("runwarden on {label}");
         let server = ServerProcess::start(
             &runwarden,
             &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url],
         );
-        let mut unary_256 = 0.0;
-        for in_flight in [1, 16, 64, 256] {
-            let run = measure(
-                &format!("runwarden {label}, unary, {in_flight} in flight"),
-                &server,
-                Shape::Unary,
-                in_flight,
-                d,
-            )
-            .await;
-            if in_flight == 256 {
-                unary_256 = run.rate();
-            }
-            runs.push(run);
+        for in_flight in [1, 16, 64] {
+            let name = format!("runwarden {label}, unary, {in_flight} in flight");
+            runs.push(measure(&name, &server, Shape::Unary, in_flight, d).await);
         }
-        let mut best_bulk: f64 = 0.0;
+        let wire = format!("tonic echo, unary, 256 in flight (wire limit, before and after {label} unary@256)");
+        let before = measure(&wire, &echo, Shape::Unary, 256, d).await;
+        let unary = measure(&format!("runwarden {label}, unary, 256 in flight"), &server, Shape::Unary, 256, d).await;
+        let after = measure(&wire, &echo, Shape::Unary, 256, d).await;
+        let (unary_256, echo_rate) = (unary.rate(), (before.rate() + after.rate()) / 2.0);
+        runs.extend([before, unary, after]);
+
+        // The storage limit at 1,000 rows per transaction (what the ratio targets are stated
+        // against) before and after the bulk runs, and once at the writer's own largest
+        // transaction, so that the ratio at equal transaction sizes is known too.
+        let raw = |per_transaction: u64| {
+            let url = raw_url();
+            let label = label.clone();
+            async move {
+                let mut run = raw_inserts(&url.await, d, per_transaction).await;
+                run.name = format!("{label}: {}", run.name);
+                run
+            }
+        };
+        let raw_before = raw(1000).await;
+        let mut bulk = Vec::new();
         for (name, shape, in_flight) in [
             ("stream of 1,000, 4 streams", Shape::Stream(1000), 4),
             ("batch of 100, 16 in flight", Shape::Batch(100), 16),
             ("batch of 1,000, 4 in flight", Shape::Batch(1000), 4),
         ] {
-            let run = measure(&format!("runwarden {label}, {name}"), &server, shape, in_flight, d).await;
-            best_bulk = best_bulk.max(run.rate());
-            runs.push(run);
+            bulk.push(measure(&format!("runwarden {label}, {name}"), &server, shape, in_flight, d).await);
         }
         let rss = server.rss_mb();
         let peak = server.peak_rss_mb();
         server.stop();
-        // The storage limit at 1,000 rows per transaction (what the ratio targets are stated
-        // against), and at the writer's own largest transaction, so that the ratio at equal
-        // transaction sizes is known too.
-        let mut raw_rates = Vec::new();
-        for per_transaction in [1000, runwarden::store::ingest::DEFAULT_MAX_BATCH as u64] {
-            let raw_url = match &pg {
-                Some(base) => fresh_postgres(base).await,
-                None => format!("sqlite://{}/raw-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple()),
-            };
-            let mut raw = raw_inserts(&raw_url, d, per_transaction).await;
-            raw.name = format!("{label}: {}", raw.name);
-            raw_rates.push(raw.rate());
-            runs.push(raw);
-        }
+        let raw_after = raw(1000).await;
+        let raw_largest = raw(runwarden::store::ingest::DEFAULT_MAX_BATCH as u64).await;
+        let raw_1000 = (raw_before.rate() + raw_after.rate()) / 2.0;
+        let best_bulk = bulk.iter().map(Run::rate).fold(0.0, f64::max);
+        let raw_largest_rate = raw_largest.rate();
+        runs.push(raw_before);
+        runs.extend(bulk);
+        runs.extend([raw_after, raw_largest]);
         summary.push(format!(
-            "{label}: unary@256 / wire = {:.2}; best stream-or-batch / storage = {:.2} (storage at {} per \
-             transaction: {:.2}); server RSS now {rss:.0} MB, peak {peak:.0} MB",
+            "{label}: unary@256 / wire = {:.2} (echo {echo_rate:.0}/s, the mean of the runs before and after); \
+             best stream-or-batch / storage = {:.2} (raw inserts {raw_1000:.0}/s, the mean of the runs before and \
+             after; at {} per transaction: {:.2}); server RSS now {rss:.0} MB, peak {peak:.0} MB",
             unary_256 / echo_rate,
-            best_bulk / raw_rates[0],
+            best_bulk / raw_1000,
             runwarden::store::ingest::DEFAULT_MAX_BATCH,
-            best_bulk / raw_rates[1],
+            best_bulk / raw_largest_rate,
         ));
     }
+    echo.stop();
     let _ = std::fs::remove_dir_all(&dir);
 
     println!("\n| configuration | reports/s | p50 ms | p99 ms | p999 ms | server CPU (cores) | server peak RSS MB |");
