@@ -123,6 +123,8 @@ where
             request_id = %request_id.to_str().unwrap_or("-"),
         );
         let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+        // What tower_http's TraceLayer logs at DEBUG for the full stack, at no cost when off.
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -133,6 +135,7 @@ where
             request_id,
             content_type,
             limit: self.timeout,
+            started,
         }
     }
 }
@@ -146,6 +149,7 @@ pin_project! {
         request_id: HeaderValue,
         content_type: Option<HeaderValue>,
         limit: Duration,
+        started: Option<std::time::Instant>,
     }
 }
 
@@ -163,6 +167,10 @@ where
             Err(_elapsed) => deadline_exceeded(*this.limit, this.content_type.take(), true),
         };
         response.headers_mut().insert(REQUEST_ID, this.request_id.clone());
+        if let Some(started) = this.started {
+            let latency_ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(latency_ms, status = response.status().as_u16(), "finished processing request");
+        }
         Poll::Ready(Ok(response))
     }
 }

@@ -371,7 +371,7 @@ async fn a_native_grpc_calls_log_lines_carry_its_request_id() {
     let log = tempfile::NamedTempFile::new().expect("log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &db.url])
-        .env("RUST_LOG", "info,runwarden::api=debug")
+        .env("RUST_LOG", "info,runwarden::api=debug,runwarden::front=debug")
         .stdout(Stdio::from(log.reopen().expect("log")))
         .stderr(Stdio::from(log.reopen().expect("log")))
         .spawn()
@@ -394,19 +394,27 @@ async fn a_native_grpc_calls_log_lines_carry_its_request_id() {
     let mut request = tonic::Request::new(SubmitReportRequest { report: Some(report("logged_worker")) });
     request.metadata_mut().insert("x-request-id", "log-me-42".parse().expect("metadata"));
     client.submit_report(request).await.expect("submit");
-    let mut found = None;
+    let line_of = |text: &str, message: &str| -> Option<Value> {
+        text.lines().find(|l| l.contains(message)).and_then(|l| serde_json::from_str(l).ok())
+    };
+    let mut text = String::new();
     for _ in 0..50 {
-        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-        found = text.lines().find(|l| l.contains("report submitted")).map(str::to_owned);
-        if found.is_some() {
+        text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        if line_of(&text, "finished processing request").is_some() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let _ = child.kill();
     let _ = child.wait();
-    let line: Value = serde_json::from_str(&found.expect("the handler's debug line")).expect("json");
-    assert_eq!(line["span"]["name"], "request", "{line}");
-    assert_eq!(line["span"]["request_id"], "log-me-42", "{line}");
-    assert_eq!(line["span"]["path"], "/runwarden.v1.ReportService/SubmitReport", "{line}");
+    // The handler's own line, and the one the layer writes when the call ends.
+    for message in ["report submitted", "finished processing request"] {
+        let line = line_of(&text, message).unwrap_or_else(|| panic!("no {message:?} line in {text}"));
+        assert_eq!(line["span"]["name"], "request", "{line}");
+        assert_eq!(line["span"]["request_id"], "log-me-42", "{line}");
+        assert_eq!(line["span"]["path"], "/runwarden.v1.ReportService/SubmitReport", "{line}");
+    }
+    let finished = line_of(&text, "finished processing request").unwrap_or_default();
+    assert_eq!(finished["status"], 200, "{finished}");
+    assert!(finished["latency_ms"].is_u64(), "{finished}");
 }
