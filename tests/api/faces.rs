@@ -366,27 +366,10 @@ async fn every_face_answers_with_a_request_id() {
 /// A native gRPC call's log lines are inside its `request` span, with its request id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_grpc_calls_log_lines_carry_its_request_id() {
-    use std::process::{Command, Stdio};
     let db = crate::helpers::TestDatabase::create(Backend::Sqlite).await;
-    let log = tempfile::NamedTempFile::new().expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &db.url])
-        .env("RUST_LOG", "info,runwarden::api=debug,runwarden::front=debug")
-        .stdout(Stdio::from(log.reopen().expect("log")))
-        .stderr(Stdio::from(log.reopen().expect("log")))
-        .spawn()
-        .expect("serve");
-    let mut addr = None;
-    for _ in 0..300 {
-        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("runwarden ready")) {
-            let value: Value = serde_json::from_str(line).expect("json");
-            addr = value["addr"].as_str().map(str::to_owned);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let addr = addr.expect("the server logs its address");
+    let mut server =
+        crate::helpers::LoggedServer::start(&db.url, "info,runwarden::api=debug,runwarden::front=debug").await;
+    let addr = server.addr.clone();
     let mut client =
         runwarden::proto::v1::report_service_client::ReportServiceClient::connect(format!("http://{addr}"))
             .await
@@ -399,14 +382,13 @@ async fn a_native_grpc_calls_log_lines_carry_its_request_id() {
     };
     let mut text = String::new();
     for _ in 0..50 {
-        text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        text = server.text();
         if line_of(&text, "finished processing request").is_some() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    server.stop();
     // The handler's own line, and the one the layer writes when the call ends.
     for message in ["report submitted", "finished processing request"] {
         let line = line_of(&text, message).unwrap_or_else(|| panic!("no {message:?} line in {text}"));

@@ -415,3 +415,52 @@ pub fn report_at(worker: &str, seconds_ago: i64) -> ExecutionReport {
         ..report(worker)
     }
 }
+
+/// The real `runwarden serve` binary with JSON logs at `rust_log` into a file, for tests that read
+/// what it logs. Killed when dropped.
+pub struct LoggedServer {
+    pub addr: String,
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl LoggedServer {
+    pub async fn start(database_url: &str, rust_log: &str) -> LoggedServer {
+        use std::process::{Command, Stdio};
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", database_url])
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::from(log.reopen().expect("log")))
+            .stderr(Stdio::from(log.reopen().expect("log")))
+            .spawn()
+            .expect("serve");
+        let mut server = LoggedServer { addr: String::new(), child, log };
+        for _ in 0..300 {
+            if let Some(line) = server.text().lines().find(|l| l.contains("runwarden ready")) {
+                let value: serde_json::Value = serde_json::from_str(line).expect("json");
+                server.addr = value["addr"].as_str().expect("the ready line names the address").to_owned();
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the server did not log that it is ready: {}", server.text());
+    }
+
+    /// What it has logged so far.
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Stops it; what it logged stays readable.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LoggedServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

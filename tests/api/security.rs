@@ -619,7 +619,7 @@ async fn an_upload_longer_than_the_request_timeout_is_cut_off() {
 /// The real binary's log, with every kind of token used and refused, holds no token and no hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_or_hash_reaches_the_logs() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let db = TestDatabase::create(Backend::Sqlite).await;
     let bin = env!("CARGO_BIN_EXE_runwarden");
     let create = |name: &str, scope: &str| {
@@ -644,25 +644,8 @@ async fn no_token_or_hash_reaches_the_logs() {
     let listed = String::from_utf8_lossy(&list.stdout).into_owned();
     assert!(listed.contains("ops") && listed.contains("revoked"), "{listed}");
 
-    let log = tempfile::NamedTempFile::new().expect("log file");
-    let mut child = Command::new(bin)
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &db.url])
-        .env("RUST_LOG", "trace,h2=info,hyper=info,sqlx=debug")
-        .stdout(Stdio::from(log.reopen().expect("log")))
-        .stderr(Stdio::from(log.reopen().expect("log")))
-        .spawn()
-        .expect("serve");
-    let mut addr = None;
-    for _ in 0..300 {
-        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("runwarden ready")) {
-            let value: serde_json::Value = serde_json::from_str(line).expect("json");
-            addr = value["addr"].as_str().map(str::to_owned);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let addr = addr.expect("server ready");
+    let mut server = crate::helpers::LoggedServer::start(&db.url, "trace,h2=info,hyper=info,sqlx=debug").await;
+    let addr = server.addr.clone();
     let http = reqwest::Client::new();
     for token in
         [admin.as_str(), reader.as_str(), "rwt_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "junk"]
@@ -674,9 +657,8 @@ async fn no_token_or_hash_reaches_the_logs() {
             .submit_report(with_token(SubmitReportRequest { report: Some(report("logged")) }, token))
             .await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = std::fs::read_to_string(log.path()).expect("log");
+    server.stop();
+    let text = server.text();
     assert!(text.contains("call refused"), "refusals are logged");
     // The secret is everything after the id: base64url, so it may itself hold '_'.
     let secret_of = |token: &str| runwarden::domain::access::parse_token(token).expect("one of ours").secret.to_owned();
