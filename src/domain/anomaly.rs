@@ -37,6 +37,7 @@
 //! baseline failure rate); `window` is how many samples the baseline had.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use smallvec::SmallVec;
 
 use super::schedule::{self, MAX_MISSED_SLOTS, Schedule};
 
@@ -250,9 +251,17 @@ impl Default for AnomalyConfig {
     }
 }
 
+/// Runs in a window the rules keep on the stack (the default window is 30); a larger window
+/// spills to the heap. Detection runs for every stored report, several rules each: this keeps
+/// their baselines from being ~15 allocations per report.
+const INLINE_WINDOW: usize = 32;
+
+/// One rule's baseline values.
+type Values = SmallVec<[f64; INLINE_WINDOW]>;
+
 /// Median of the finite values; `None` when there are none.
 pub fn median(values: &[f64]) -> Option<f64> {
-    median_in_place(&mut values.iter().copied().filter(|x| x.is_finite()).collect::<Vec<f64>>())
+    median_in_place(&mut values.iter().copied().filter(|x| x.is_finite()).collect::<Values>())
 }
 
 /// The median of `v` (finite values), which it reorders: the middle order statistics are
@@ -274,7 +283,7 @@ fn median_in_place(v: &mut [f64]) -> Option<f64> {
 fn mad_around(values: &[f64], center: f64) -> Option<f64> {
     // Finite values only; a deviation from a finite center can still overflow to infinity, and
     // is left out too (as `median` leaves out what is not finite).
-    let mut deviations: Vec<f64> = values.iter().map(|x| (x - center).abs()).filter(|d| d.is_finite()).collect();
+    let mut deviations: Values = values.iter().map(|x| (x - center).abs()).filter(|d| d.is_finite()).collect();
     median_in_place(&mut deviations)
 }
 
@@ -324,12 +333,12 @@ fn duration_finding(window: &[RunSample], run: &RunSample, config: &AnomalyConfi
     if !run.completed() || !run.duration_ms.is_finite() || run.duration_ms < 0.0 {
         return None;
     }
-    let baseline: Vec<f64> =
+    let baseline: Values =
         window.iter().filter(|r| r.completed()).map(|r| r.duration_ms).filter(|d| d.is_finite() && *d >= 0.0).collect();
     if baseline.len() < config.min_history.max(1) {
         return None;
     }
-    let logs: Vec<f64> = baseline.iter().map(|d| d.ln_1p()).collect();
+    let logs: Values = baseline.iter().map(|d| d.ln_1p()).collect();
     let (z, _, _) = robust_z_floored(run.duration_ms.ln_1p(), &logs, |_| LOG_DURATION_MAD_FLOOR)?;
     if z.abs() <= config.z_threshold {
         return None;
@@ -367,14 +376,14 @@ struct ScoreDrop {
     name: &'static str,
     value: f64,
     mean: f64,
-    values: Vec<f64>,
+    values: Values,
 }
 
 fn quality_finding(window: &[RunSample], run: &RunSample, config: &AnomalyConfig) -> Option<Finding> {
     if !run.completed() {
         return None;
     }
-    let completed: Vec<&RunSample> = window.iter().filter(|r| r.completed()).collect();
+    let completed: SmallVec<[&RunSample; INLINE_WINDOW]> = window.iter().filter(|r| r.completed()).collect();
     if completed.len() < config.min_history.max(1) {
         return None;
     }
@@ -383,7 +392,7 @@ fn quality_finding(window: &[RunSample], run: &RunSample, config: &AnomalyConfig
     let mut worst: Option<ScoreDrop> = None;
     for (name, get) in metrics {
         let value = get(run);
-        let values: Vec<f64> = completed.iter().map(|r| get(r)).filter(|v| v.is_finite()).collect();
+        let values: Values = completed.iter().map(|r| get(r)).filter(|v| v.is_finite()).collect();
         if !value.is_finite() || values.len() < config.min_history.max(1) {
             continue;
         }
@@ -455,7 +464,7 @@ fn resource_finding(
     let value = resource.read(run)?;
     let (label, unit) = resource.label();
     let limit = resource.limit(config);
-    let baseline: Vec<f64> = window.iter().filter_map(|r| resource.read(r)).collect();
+    let baseline: Values = window.iter().filter_map(|r| resource.read(r)).collect();
     let z = if baseline.len() >= config.min_history.max(1) { robust_z(value, &baseline) } else { None };
     let z_spike = z.filter(|(z, _, _)| *z > config.z_threshold);
     let previous = history.iter().rev().find_map(|r| resource.read(r));
@@ -502,7 +511,7 @@ fn silent_success_finding(window: &[RunSample], run: &RunSample, config: &Anomal
     if !run.outcome_success || run.skipped || !run.records_processed.is_finite() {
         return None;
     }
-    let baseline: Vec<f64> = window
+    let baseline: Values = window
         .iter()
         .filter(|r| r.outcome_success && !r.skipped)
         .map(|r| r.records_processed)
@@ -677,7 +686,7 @@ pub fn quota_exhaustion(samples: &[(DateTime<Utc>, f64)], next_run_at: DateTime<
     if stretch.len() < QUOTA_MIN_SAMPLES {
         return None;
     }
-    let xy: Vec<(f64, f64)> = stretch.iter().map(|(t, v)| (seconds(*t - last_at), *v)).collect();
+    let xy: SmallVec<[(f64, f64); INLINE_WINDOW]> = stretch.iter().map(|(t, v)| (seconds(*t - last_at), *v)).collect();
     let slope = least_squares_slope(&xy)?;
     if slope >= 0.0 {
         return None;
