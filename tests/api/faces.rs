@@ -332,16 +332,13 @@ async fn every_face_answers_with_a_request_id() {
 
     // grpc-web, from a page on another origin: a request id, and the CORS headers that let the
     // browser read the gRPC status.
-    let mut body = Vec::from([0u8, 0, 0, 0, 0]);
     let request = SubmitReportRequest { report: Some(report("request_id_worker")) };
-    body[1..5].copy_from_slice(&(prost::Message::encoded_len(&request) as u32).to_be_bytes());
-    prost::Message::encode(&request, &mut body).expect("encode");
     let web = app
         .http
         .post(app.url("/runwarden.v1.ReportService/SubmitReport"))
         .header("content-type", "application/grpc-web+proto")
         .header("origin", "https://dashboard.example")
-        .body(body)
+        .body(crate::helpers::grpc_web_frame(&request))
         .send()
         .await
         .expect("grpc-web");

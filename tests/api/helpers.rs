@@ -266,15 +266,11 @@ impl TestApp {
 
     /// Sends one grpc-web request (binary framing, HTTP/1.1) and returns the raw response.
     async fn grpc_web_post<Req: Message>(&self, path: &str, request: &Req) -> reqwest::Response {
-        let mut body = BytesMut::new();
-        body.put_u8(0);
-        body.put_u32(request.encoded_len() as u32);
-        request.encode(&mut body).expect("encode");
         self.http
             .post(self.url(path))
             .header("content-type", "application/grpc-web+proto")
             .header("x-grpc-web", "1")
-            .body(body.freeze())
+            .body(grpc_web_frame(request))
             .send()
             .await
             .expect("grpc-web request")
@@ -463,4 +459,13 @@ impl Drop for LoggedServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// One uncompressed grpc-web (or gRPC) message frame: flag, length, message.
+pub fn grpc_web_frame(request: &impl Message) -> Bytes {
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_u32(request.encoded_len() as u32);
+    request.encode(&mut body).expect("encode");
+    body.freeze()
 }

@@ -483,12 +483,6 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
             Some(base) => fresh_postgres(base).await,
             None => format!("sqlite://{}/ingest-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple()),
         };
-        let raw_url = || async {
-            match &pg {
-                Some(base) => fresh_postgres(base).await,
-                None => format!("sqlite://{}/raw-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple()),
-            }
-        };
         eprintln!("runwarden on {label}");
         let server = ServerProcess::start(
             &runwarden,
@@ -508,14 +502,15 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
         // The storage limit at 1,000 rows per transaction (what the ratio targets are stated
         // against) before and after the bulk runs, and once at the writer's own largest
         // transaction, so that the ratio at equal transaction sizes is known too.
-        let raw = |per_transaction: u64| {
-            let url = raw_url();
-            let label = label.clone();
-            async move {
-                let mut run = raw_inserts(&url.await, d, per_transaction).await;
-                run.name = format!("{label}: {}", run.name);
-                run
-            }
+        let (pg, dir, label) = (&pg, &dir, &label);
+        let raw = |per_transaction: u64| async move {
+            let url = match pg {
+                Some(base) => fresh_postgres(base).await,
+                None => format!("sqlite://{}/raw-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple()),
+            };
+            let mut run = raw_inserts(&url, d, per_transaction).await;
+            run.name = format!("{label}: {}", run.name);
+            run
         };
         let raw_before = raw(1000).await;
         let mut bulk = Vec::new();
