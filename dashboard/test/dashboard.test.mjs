@@ -236,6 +236,11 @@ describe("dashboard", () => {
     await page.goto(`${server.url}/#/streams`);
     await page.waitForSelector("#guardian-stats .stat");
     await page.waitForSelector("#guardian-chart canvas");
+    // A live WatchHealth tick can draw the chart (one point) before the history has loaded: give
+    // the history its time, then check it.
+    await page
+      .waitForFunction(() => Number(document.querySelector("#guardian-chart")?.dataset.points) >= 300, null, { timeout: 10_000 })
+      .catch(() => {});
     assert.ok(Number(await page.getAttribute("#guardian-chart", "data-points")) >= 300, "six hours of demo ticks");
     const labels = await page.locator("#guardian-stats .stat-label").allTextContents();
     for (const l of ["Active", "Healthy", "Stale", "Orphaned", "Orphan rate"]) assert.ok(labels.includes(l), l);
