@@ -84,6 +84,25 @@ pub fn encode_recent(runs: &[RunSample]) -> String {
     serde_json::to_string(&stored).unwrap_or_else(|_| "[]".into())
 }
 
+/// `runs` as [`decode_recent`] reads them back once [`encode_recent`] has written them, without
+/// the round trip: start times to the microsecond, every number as it was. `None` when a number is
+/// not finite: it is written as `null`, which reads back as `None` or makes the whole window
+/// unreadable (empty).
+///
+/// The ingest planner keeps this next to the worker rows it caches, so a batch starts from the
+/// window the row holds without decoding it again.
+pub fn as_stored(runs: &[RunSample]) -> Option<Vec<RunSample>> {
+    let finite = |x: f64| x.is_finite();
+    runs.iter()
+        .map(|r| {
+            let numbers = [r.duration_ms, r.overall_score, r.data_quality_score, r.records_processed];
+            let optional = [r.memory_peak_mb, r.cpu_percent_avg, r.api_quota_remaining];
+            (numbers.into_iter().all(finite) && optional.into_iter().flatten().all(finite))
+                .then(|| RunSample { started_at: super::from_micros(super::to_micros(r.started_at)), ..r.clone() })
+        })
+        .collect()
+}
+
 /// An anomaly found in this batch, not yet written.
 pub struct NewAnomaly {
     pub worker_id: i64,
@@ -248,6 +267,7 @@ pub async fn open_all(db: &impl ConnectionTrait) -> Result<Vec<(i64, String, Str
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
     use proptest::prelude::*;
 
     use super::*;
@@ -321,6 +341,43 @@ mod tests {
                 })
                 .collect();
             prop_assert_eq!(decode_recent(Some(&encode_recent(&runs))), runs);
+        }
+
+        /// What the planner caches is exactly what the row it writes reads back as, for any
+        /// start time (nanoseconds included) and any number (infinite and NaN included).
+        #[test]
+        fn the_stored_view_is_what_reads_back(
+            runs in proptest::collection::vec(
+                (
+                    -4_000_000_000_000_000_000i64..4_000_000_000_000_000_000,
+                    any::<[bool; 4]>(),
+                    prop_oneof![48 => -1e12f64..1e12, 1 => Just(f64::NAN), 1 => Just(f64::INFINITY)],
+                    proptest::option::of(prop_oneof![48 => 0f64..1e9, 1 => Just(f64::NEG_INFINITY)]),
+                ),
+                0..40,
+            )
+        ) {
+            let runs: Vec<RunSample> = runs
+                .into_iter()
+                .map(|(t_ns, flags, x, quota)| RunSample {
+                    started_at: DateTime::from_timestamp_nanos(t_ns),
+                    outcome_success: flags[0],
+                    outcome_failed: flags[1],
+                    skipped: flags[2],
+                    duration_ms: x,
+                    overall_score: 42.5,
+                    data_quality_score: x / 3.0,
+                    memory_peak_mb: quota,
+                    cpu_percent_avg: Some(12.25),
+                    records_processed: 7.0,
+                    api_rate_limited: flags[3],
+                    api_quota_remaining: quota.map(|q| q * 2.0),
+                })
+                .collect();
+            // `None` claims nothing: the planner then decodes the row it wrote.
+            if let Some(stored) = as_stored(&runs) {
+                prop_assert_eq!(stored, decode_recent(Some(&encode_recent(&runs))));
+            }
         }
     }
 }

@@ -54,7 +54,7 @@ use crate::{
 
 mod plan;
 
-use plan::Plan;
+use plan::{Plan, WorkerStart};
 
 /// Worker rows per upsert statement: well under SQLite's and PostgreSQL's bound-parameter limits.
 const WORKER_UPSERT_CHUNK: usize = 100;
@@ -433,22 +433,24 @@ enum Settled {
 /// workers' next batch is planned in the transaction, from the database, and cached again).
 const CACHED_WORKERS: usize = 20_000;
 
-/// The planner's copy of the worker rows as the batches it sent leave them.
+/// The planner's copy of the worker rows as the batches it sent leave them, with their recent
+/// runs decoded (a batch of a few reports per worker otherwise spends a quarter of its planning
+/// decoding and encoding windows).
 #[derive(Default)]
 struct RowCache {
-    rows: HashMap<String, (workers::Model, u64)>,
+    rows: HashMap<String, (WorkerStart, u64)>,
     batches: u64,
 }
 
 impl RowCache {
-    fn get(&self, name: &str) -> Option<workers::Model> {
-        self.rows.get(name).map(|(row, _)| row.clone())
+    fn get(&self, name: &str) -> Option<WorkerStart> {
+        self.rows.get(name).map(|(start, _)| start.clone())
     }
 
-    fn put(&mut self, rows: impl IntoIterator<Item = workers::Model>) {
+    fn put(&mut self, rows: impl IntoIterator<Item = WorkerStart>) {
         self.batches += 1;
-        for row in rows {
-            self.rows.insert(row.worker_name.clone(), (row, self.batches));
+        for start in rows {
+            self.rows.insert(start.row.worker_name.clone(), (start, self.batches));
         }
         if self.rows.len() > CACHED_WORKERS {
             let mut used: Vec<u64> = self.rows.values().map(|(_, batch)| *batch).collect();
@@ -528,7 +530,7 @@ async fn plan(
                         // What the plan said of workers the batch did not touch after all (its
                         // reports were stored already) is not so either.
                         cache.forget(&workers);
-                        cache.put(rows);
+                        cache.put(rows.into_iter().map(WorkerStart::from_row));
                         pending.replan(&cache, &scoring);
                     }
                     Some(Settled::Failed) | None => {
@@ -567,7 +569,7 @@ async fn plan(
             let plan = plan.map(|mut plan| {
                 let now = jobs.iter().map(|job| job.received_at).max().unwrap_or_default();
                 plan.finish(now, backend);
-                cache.put(plan.workers.values().map(|worker| worker.row.clone()));
+                cache.put(plan.workers.values().map(plan::Touched::left));
                 plan
             });
             let mut workers: Vec<&str> = jobs.iter().map(|job| job.report.report.worker_name.as_str()).collect();
@@ -835,7 +837,7 @@ async fn plan_in(
     for (job, received_at) in jobs {
         if !is_new(job) {
             plan.skip();
-        } else if plan.add(job, *received_at, scoring, |name| rows.remove(name)).is_err() {
+        } else if plan.add(job, *received_at, scoring, |name| rows.remove(name).map(WorkerStart::from_row)).is_err() {
             return Err(DbErr::Custom(format!("worker {:?} has no row after registering it", job.report.worker_name)));
         }
     }

@@ -31,7 +31,7 @@ use crate::{
     },
     proto::v1::{Analysis, Outcome, WorkerHealthChange},
     store::{
-        anomalies::{NewAnomaly, decode_recent, encode_recent},
+        anomalies::{NewAnomaly, as_stored, decode_recent, encode_recent},
         entities::{executions, workers},
         executions::insert_statements,
         to_micros,
@@ -72,6 +72,22 @@ pub struct Touched {
     declared: Option<Schedule>,
 }
 
+/// What a plan starts a worker from: its row, and the recent runs the row holds if the caller has
+/// them decoded already (the planner's cache); otherwise the plan decodes them from the row.
+#[derive(Clone)]
+pub struct WorkerStart {
+    pub row: workers::Model,
+    /// Exactly what decoding `row.recent_runs` gives ([`as_stored`]), or `None`.
+    pub recent: Option<Vec<RunSample>>,
+}
+
+impl WorkerStart {
+    /// A row as the database holds it.
+    pub fn from_row(row: workers::Model) -> WorkerStart {
+        WorkerStart { row, recent: None }
+    }
+}
+
 /// A report's worker has no row the plan can use.
 #[derive(Debug)]
 pub struct NoRow;
@@ -104,7 +120,7 @@ impl Plan {
         job: &ValidReport,
         received_at: DateTime<Utc>,
         scoring: &ScoringConfig,
-        row_of: impl FnOnce(&str) -> Option<workers::Model>,
+        row_of: impl FnOnce(&str) -> Option<WorkerStart>,
     ) -> Result<(), NoRow> {
         if self.seen.contains(&job.execution_id) {
             self.acks.push(Ack::Duplicate);
@@ -112,10 +128,10 @@ impl Plan {
         }
         let name = &job.report.worker_name;
         if !self.workers.contains_key(name) {
-            let found = row_of(name).ok_or(NoRow)?;
+            let WorkerStart { row: found, recent } = row_of(name).ok_or(NoRow)?;
             // Parsed once per worker and batch (a cron is parsed, its default grace searched).
             let declared = crate::store::workers::declared_schedule(&found, received_at);
-            let recent = decode_recent(found.recent_runs.as_deref());
+            let recent = recent.unwrap_or_else(|| decode_recent(found.recent_runs.as_deref()));
             self.workers.insert(name.clone(), Touched { row: found.clone(), found, recent, declared });
         }
         self.seen.insert(job.execution_id);
@@ -186,6 +202,13 @@ impl Plan {
     pub fn matches(&self, rows: &HashMap<String, workers::Model>) -> bool {
         rows.len() == self.workers.len()
             && self.workers.iter().all(|(name, worker)| rows.get(name).is_some_and(|row| *row == worker.found))
+    }
+}
+
+impl Touched {
+    /// The worker as the batch leaves it (after [`Plan::finish`]), for the planner's cache.
+    pub fn left(&self) -> WorkerStart {
+        WorkerStart { row: self.row.clone(), recent: as_stored(&self.recent) }
     }
 }
 
@@ -454,7 +477,7 @@ mod tests {
         for job in [report("a", 1, 1000), report("b", 2, 1100), report("a", 3, 1200), report("b", 2, 1300)] {
             plan.add(&job, now, &ScoringConfig::default(), |name| {
                 asked.push(name.to_owned());
-                rows.iter().find(|r| r.worker_name == name).cloned()
+                rows.iter().find(|r| r.worker_name == name).cloned().map(WorkerStart::from_row)
             })
             .expect("rows given");
         }
@@ -480,11 +503,53 @@ mod tests {
         let now = DateTime::from_timestamp(10_000, 0).unwrap_or_default();
         let mut plan = Plan::with_capacity(2);
         let rows = [worker(1, "a")];
-        plan.add(&report("a", 1, 1000), now, &ScoringConfig::default(), |_| rows.first().cloned()).expect("row");
+        plan.add(&report("a", 1, 1000), now, &ScoringConfig::default(), |_| {
+            rows.first().cloned().map(WorkerStart::from_row)
+        })
+        .expect("row");
         // Same id, another worker with no row: a duplicate, and not a reason to need that row.
         plan.add(&report("b", 1, 1000), now, &ScoringConfig::default(), |_| None).expect("duplicate needs no row");
         assert!(!plan.workers.contains_key("b"));
         let mut unknown = Plan::with_capacity(1);
         assert!(unknown.add(&report("c", 9, 1000), now, &ScoringConfig::default(), |_| None).is_err());
+    }
+
+    #[test]
+    fn a_batch_planned_from_the_cached_window_is_the_batch_planned_from_the_row() {
+        let now = DateTime::from_timestamp(1_000_000, 0).unwrap_or_default();
+        let scoring = ScoringConfig::default();
+        // Starts with nanoseconds, which the stored window keeps only to the microsecond.
+        let job = |id: u128, start_s: i64, nanos: u32, outcome: Outcome| {
+            let mut job = report("a", id, start_s);
+            job.outcome = outcome;
+            job.started_at += chrono::Duration::nanoseconds(i64::from(nanos));
+            job
+        };
+        let mut first = Plan::with_capacity(12);
+        for i in 0..12 {
+            let outcome = if i % 5 == 4 { Outcome::Failed } else { Outcome::Success };
+            first
+                .add(&job(i, 10_000 + 3_600 * i as i64, 123_457, outcome), now, &scoring, |_| {
+                    Some(WorkerStart::from_row(worker(1, "a")))
+                })
+                .expect("row");
+        }
+        first.finish(now, DbBackend::Sqlite);
+        let left = first.workers["a"].left();
+        assert_eq!(left.recent.as_deref(), Some(&decode_recent(left.row.recent_runs.as_deref())[..]));
+
+        let second = |start: WorkerStart| {
+            let mut plan = Plan::with_capacity(3);
+            for (i, start_s) in [(100, 60_000), (101, 63_600), (102, 63_601)] {
+                plan.add(&job(i, start_s, 999, Outcome::Success), now, &scoring, |_| Some(start.clone())).expect("row");
+            }
+            plan.finish(now, DbBackend::Sqlite);
+            plan
+        };
+        let (cached, from_row) = (second(left.clone()), second(WorkerStart::from_row(left.row.clone())));
+        assert_eq!(cached.acks, from_row.acks);
+        assert_eq!(cached.workers["a"].row, from_row.workers["a"].row);
+        assert_eq!(cached.book.opened.len(), from_row.book.opened.len());
+        assert_eq!(cached.book.resolve_existing, from_row.book.resolve_existing);
     }
 }
