@@ -129,7 +129,8 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `program args…` and waits for the line naming its address (`addr=…` or a JSON log
-    /// line with an "addr" field).
+    /// line with an "addr" field). Later lines at WARN or ERROR are copied to stderr, so a failed
+    /// measurement shows the server's reason.
     pub fn start(program: &str, args: &[&str]) -> ServerProcess {
         let mut child = Command::new(program)
             .args(args)
@@ -144,6 +145,9 @@ impl ServerProcess {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if sent {
+                    if line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#) {
+                        eprintln!("server: {line}");
+                    }
                     continue;
                 }
                 let addr = if let Some(addr) = line.strip_prefix("addr=") {
@@ -198,6 +202,16 @@ impl ServerProcess {
     pub fn stop(mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
+    }
+}
+
+/// A bench that panics (a failed call, say) does not leave its server running on the database.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
