@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::{
     api::Clock,
+    domain::rollup::Period,
     error::Error,
     store::{Store, to_micros},
 };
@@ -63,8 +64,14 @@ pub struct Retention {
 }
 
 /// The batched deletes, oldest first. Only integers are interpolated.
+///
+/// Each selects its batch by a range seek on an index (`idx_executions_started`,
+/// `idx_worker_rollups_period_start` — hence the list of periods — and `idx_anomalies_resolved`),
+/// never by reading the table: the select runs inside a write transaction, and on SQLite ingest
+/// waits for it (test: `every_retention_delete_seeks_an_index`).
 fn statements(cutoffs: [i64; 3], batch: u64) -> [String; 3] {
     let [executions, rollups, anomalies] = cutoffs;
+    let periods = Period::ALL.map(|p| p.code().to_string()).join(", ");
     [
         format!(
             "DELETE FROM executions WHERE id IN \
@@ -72,12 +79,13 @@ fn statements(cutoffs: [i64; 3], batch: u64) -> [String; 3] {
         ),
         format!(
             "DELETE FROM worker_rollups WHERE (worker_id, period, start_us) IN \
-             (SELECT worker_id, period, start_us FROM worker_rollups WHERE start_us < {rollups} LIMIT {batch})"
+             (SELECT worker_id, period, start_us FROM worker_rollups \
+             WHERE period IN ({periods}) AND start_us < {rollups} LIMIT {batch})"
         ),
         format!(
             "DELETE FROM anomalies WHERE id IN \
              (SELECT id FROM anomalies WHERE resolved_at_us IS NOT NULL AND resolved_at_us < {anomalies} \
-             ORDER BY id LIMIT {batch})"
+             ORDER BY resolved_at_us LIMIT {batch})"
         ),
     ]
 }
@@ -151,5 +159,39 @@ pub async fn run(retention: Arc<Retention>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ConnectionTrait;
+
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// SQLite's plan for each delete's select: a SEARCH on an index, not a SCAN of the table.
+    #[tokio::test]
+    async fn every_retention_delete_seeks_an_index() {
+        let dir = std::env::temp_dir().join(format!("runwarden-retention-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let url = format!("sqlite://{}/plan.db?mode=rwc", dir.display());
+        let store = Store::connect(&url, &StoreOptions::default()).await.expect("open");
+        store.migrate().await.expect("migrate");
+        for statement in statements([1, 2, 3], 5_000) {
+            let select = statement.split_once(" IN (").map(|(_, s)| s.trim_end_matches(')')).expect("a subselect");
+            let rows = store
+                .reader()
+                .query_all_raw(Statement::from_string(store.backend(), format!("EXPLAIN QUERY PLAN {select}")))
+                .await
+                .expect("explain");
+            let plan: Vec<String> = rows.iter().filter_map(|row| row.try_get_by::<String, _>("detail").ok()).collect();
+            assert!(!plan.is_empty(), "no plan for {select}");
+            assert!(
+                plan.iter().all(|step| step.starts_with("SEARCH ") && step.contains(" INDEX ")),
+                "{select}\nis planned as {plan:?}"
+            );
+        }
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -15,6 +15,7 @@ mod m20261128_000008_api_tokens;
 mod m20261128_000009_alerts;
 mod m20261128_000010_alert_rules;
 mod m20261128_000011_anomaly_resolve_index;
+mod m20261130_000012_anomaly_retention_index;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000009_alerts::Migration),
             Box::new(m20261128_000010_alert_rules::Migration),
             Box::new(m20261128_000011_anomaly_resolve_index::Migration),
+            Box::new(m20261130_000012_anomaly_retention_index::Migration),
         ]
     }
 }
