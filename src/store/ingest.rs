@@ -434,8 +434,8 @@ enum Settled {
 const CACHED_WORKERS: usize = 20_000;
 
 /// The planner's copy of the worker rows as the batches it sent leave them, with their recent
-/// runs decoded (a batch of a few reports per worker otherwise spends a quarter of its planning
-/// decoding and encoding windows).
+/// runs decoded (a batch of a few reports per worker otherwise spends a sixth of its planning
+/// decoding them again).
 #[derive(Default)]
 struct RowCache {
     rows: HashMap<String, (WorkerStart, u64)>,
