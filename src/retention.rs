@@ -172,10 +172,7 @@ mod tests {
     /// SQLite's plan for each delete's select: a SEARCH on an index, not a SCAN of the table.
     #[tokio::test]
     async fn every_retention_delete_seeks_an_index() {
-        let dir = std::env::temp_dir().join(format!("runwarden-retention-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let url = format!("sqlite://{}/plan.db?mode=rwc", dir.display());
-        let store = Store::connect(&url, &StoreOptions::default()).await.expect("open");
+        let store = Store::connect("sqlite::memory:", &StoreOptions::default()).await.expect("open");
         store.migrate().await.expect("migrate");
         for statement in statements([1, 2, 3], 5_000) {
             let select = statement.split_once(" IN (").map(|(_, s)| s.trim_end_matches(')')).expect("a subselect");
@@ -192,6 +189,5 @@ mod tests {
             );
         }
         store.close().await;
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
