@@ -16,6 +16,7 @@ mod m20261128_000009_alerts;
 mod m20261128_000010_alert_rules;
 mod m20261128_000011_anomaly_resolve_index;
 mod m20261130_000012_anomaly_retention_index;
+mod m20261130_000013_alert_sends_outbox_index;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_alert_rules::Migration),
             Box::new(m20261128_000011_anomaly_resolve_index::Migration),
             Box::new(m20261130_000012_anomaly_retention_index::Migration),
+            Box::new(m20261130_000013_alert_sends_outbox_index::Migration),
         ]
     }
 }

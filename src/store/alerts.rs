@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, ExprTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, Value, sea_query::Expr,
+    QueryFilter, QueryOrder, QuerySelect, Select, Statement, Value, sea_query::Expr,
 };
 
 use super::anomalies::{NewAnomaly, evidence_value};
@@ -141,64 +141,71 @@ pub fn event_of(row: &OutboxRow) -> AlertEvent {
 
 /// Outbox rows not yet turned into sends, oldest first.
 pub async fn unfanned(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<OutboxRow>, DbErr> {
+    unfanned_query(limit).all(db).await
+}
+
+fn unfanned_query(limit: u64) -> Select<alert_outbox::Entity> {
     alert_outbox::Entity::find()
         .filter(alert_outbox::Column::FannedOut.eq(false))
         .order_by_asc(alert_outbox::Column::Id)
         .limit(limit)
-        .all(db)
-        .await
 }
 
-/// The channels the firing that `resolved` ends was sent to (a resolution goes where its firing
-/// went, whatever the rules say now).
-pub async fn channels_of_firing(db: &impl ConnectionTrait, resolved: &OutboxRow) -> Result<Vec<String>, DbErr> {
-    let firing = alert_outbox::Entity::find()
+/// The firing that `resolved` ends (the key's latest firing row before it), with the channels it
+/// has sends to: a resolution goes where its firing went, whatever the rules say now. `None` when
+/// the key has no firing row before it.
+pub async fn firing_of(db: &impl ConnectionTrait, resolved: &OutboxRow) -> Result<Option<(i64, Vec<String>)>, DbErr> {
+    let Some(firing) = firing_query(resolved).one(db).await? else { return Ok(None) };
+    let sends = sends_query(vec![firing.id]).all(db).await?;
+    Ok(Some((firing.id, sends.into_iter().map(|s| s.channel).collect())))
+}
+
+fn firing_query(resolved: &OutboxRow) -> Select<alert_outbox::Entity> {
+    alert_outbox::Entity::find()
         .filter(alert_outbox::Column::AlertKey.eq(resolved.alert_key.clone()))
         .filter(alert_outbox::Column::State.eq(AlertState::Firing.as_str()))
         .filter(alert_outbox::Column::Id.lt(resolved.id))
         .order_by_desc(alert_outbox::Column::Id)
-        .one(db)
-        .await?;
-    let Some(firing) = firing else { return Ok(Vec::new()) };
-    let sends = alert_sends::Entity::find().filter(alert_sends::Column::OutboxId.eq(firing.id)).all(db).await?;
-    Ok(sends.into_iter().map(|s| s.channel).collect())
 }
 
-/// Creates the sends of `row` to the `channels` it has none for yet, and marks it fanned out.
-pub async fn fan_out(
-    db: &impl ConnectionTrait,
-    row: &OutboxRow,
-    channels: &[String],
-    now_us: i64,
-) -> Result<(), DbErr> {
-    let existing: Vec<String> = alert_sends::Entity::find()
-        .filter(alert_sends::Column::OutboxId.eq(row.id))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|s| s.channel)
+fn sends_query(outbox_ids: Vec<i64>) -> Select<alert_sends::Entity> {
+    alert_sends::Entity::find().filter(alert_sends::Column::OutboxId.is_in(outbox_ids))
+}
+
+/// Creates the sends of each row to those of its channels it has none for yet (a row fanned out
+/// before comes back when it fires again and a rule waits for N in a row), and marks the rows
+/// fanned out: three statements for the whole slice.
+pub async fn fan_out(db: &impl ConnectionTrait, rows: &[(&OutboxRow, Vec<String>)], now_us: i64) -> Result<(), DbErr> {
+    let with_channels: Vec<i64> = rows.iter().filter(|(_, c)| !c.is_empty()).map(|(r, _)| r.id).collect();
+    let existing: std::collections::HashSet<(i64, String)> = if with_channels.is_empty() {
+        Default::default()
+    } else {
+        sends_query(with_channels).all(db).await?.into_iter().map(|s| (s.outbox_id, s.channel)).collect()
+    };
+    let sends: Vec<_> = rows
+        .iter()
+        .flat_map(|(row, channels)| channels.iter().map(move |channel| (row.id, channel)))
+        .filter(|(id, channel)| !existing.contains(&(*id, (*channel).clone())))
+        .map(|(id, channel)| alert_sends::ActiveModel {
+            outbox_id: Set(id),
+            channel: Set(channel.clone()),
+            delivery_id: Set(uuid::Uuid::new_v4().to_string()),
+            state: Set("pending".into()),
+            attempts: Set(0),
+            next_attempt_at_us: Set(now_us),
+            ..Default::default()
+        })
         .collect();
-    let channels: Vec<&String> = channels.iter().filter(|c| !existing.contains(c)).collect();
-    if !channels.is_empty() {
-        let sends: Vec<_> = channels
-            .iter()
-            .map(|channel| alert_sends::ActiveModel {
-                outbox_id: Set(row.id),
-                channel: Set((*channel).clone()),
-                delivery_id: Set(uuid::Uuid::new_v4().to_string()),
-                state: Set("pending".into()),
-                attempts: Set(0),
-                next_attempt_at_us: Set(now_us),
-                ..Default::default()
-            })
-            .collect();
-        alert_sends::Entity::insert_many(sends).exec_without_returning(db).await?;
+    for chunk in sends.chunks(100) {
+        alert_sends::Entity::insert_many(chunk.to_vec()).exec_without_returning(db).await?;
     }
-    alert_outbox::Entity::update_many()
-        .col_expr(alert_outbox::Column::FannedOut, Expr::value(true))
-        .filter(alert_outbox::Column::Id.eq(row.id))
-        .exec(db)
-        .await?;
+    if !rows.is_empty() {
+        alert_outbox::Entity::update_many()
+            .col_expr(alert_outbox::Column::FannedOut, Expr::value(true))
+            .filter(alert_outbox::Column::Id.is_in(rows.iter().map(|(r, _)| r.id)))
+            .exec(db)
+            .await?;
+    }
     Ok(())
 }
 
@@ -424,5 +431,57 @@ pub fn rule_of(row: &RuleRow) -> crate::domain::alerting::Rule {
         worker_prefix: row.worker_prefix.clone(),
         quiet_hours: row.quiet_hours.clone(),
         after_consecutive: row.after_consecutive.and_then(|n| u32::try_from(n).ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::QueryTrait;
+
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    /// Each of fan-out's lookups is a seek: they run once per outbox row (the firing of a
+    /// resolution) or per chunk, inside the write transaction, while the tables only grow.
+    #[tokio::test]
+    async fn every_fan_out_lookup_seeks_an_index() {
+        let store = Store::connect("sqlite::memory:", &StoreOptions::default()).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let resolved = OutboxRow {
+            id: 7,
+            alert_key: "w/DURATION_SPIKE".into(),
+            worker_name: "w".into(),
+            kind: "DURATION_SPIKE".into(),
+            severity: "WARNING".into(),
+            state: AlertState::Resolved.as_str().into(),
+            summary: String::new(),
+            evidence: "{}".into(),
+            starts_at_us: 0,
+            ends_at_us: Some(1),
+            created_at_us: 1,
+            fanned_out: false,
+            occurrences: 1,
+        };
+        let queries = [
+            unfanned_query(500).build(DbBackend::Sqlite),
+            firing_query(&resolved).limit(1).build(DbBackend::Sqlite),
+            sends_query(vec![1, 2, 3]).build(DbBackend::Sqlite),
+        ];
+        for query in queries {
+            let explain = Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                format!("EXPLAIN QUERY PLAN {}", query.sql),
+                query.values.clone().map(|v| v.0).unwrap_or_default(),
+            );
+            let rows = store.reader().query_all_raw(explain).await.expect("explain");
+            let plan: Vec<String> = rows.iter().filter_map(|row| row.try_get_by::<String, _>("detail").ok()).collect();
+            assert!(!plan.is_empty(), "no plan for {}", query.sql);
+            assert!(
+                plan.iter().all(|step| step.starts_with("SEARCH ") && step.contains(" INDEX ")),
+                "{}\nis planned as {plan:?}",
+                query.sql
+            );
+        }
+        store.close().await;
     }
 }

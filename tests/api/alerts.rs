@@ -29,7 +29,8 @@ use crate::{
 
 backend_tests!(
     webhook_deliveries_survive_failures_and_a_restart_exactly_once,
-    each_key_continues_from_its_latest_row_however_long_its_history
+    each_key_continues_from_its_latest_row_however_long_its_history,
+    a_backlog_fans_out_by_the_hundred_and_a_resolution_follows_its_firing_in_the_same_chunk
 );
 
 /// One request the receiver got.
@@ -573,4 +574,68 @@ async fn each_key_continues_from_its_latest_row_however_long_its_history(backend
         .expect("read");
     assert!(firing_again.iter().all(|r| r.occurrences == 2), "the repeat counted on the latest firing row");
     store.close().await;
+}
+
+/// A backlog of outbox rows (here 1,252) is fanned out a hundred rows per write transaction and
+/// several pages per pass, not one row per transaction and 500 per pass; and a resolution fanned
+/// out in the same transaction as its firing still goes where the firing goes (its firing's sends
+/// are not written yet when it is planned).
+async fn a_backlog_fans_out_by_the_hundred_and_a_resolution_follows_its_firing_in_the_same_chunk(backend: Backend) {
+    use runwarden::{
+        domain::alerting::{AlertEvent, AlertState},
+        store::{Store, StoreOptions, alerts::record},
+    };
+
+    let db = TestDatabase::create(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let t0 = Utc::now() - chrono::TimeDelta::hours(1);
+    let event = |worker: String, state: AlertState| AlertEvent {
+        key: AlertEvent::key_of(&worker, "DURATION_SPIKE"),
+        worker_name: worker,
+        kind: "DURATION_SPIKE".into(),
+        severity: "WARNING".into(),
+        state,
+        summary: String::new(),
+        evidence: serde_json::json!({}),
+        starts_at: t0,
+        ends_at: (state == AlertState::Resolved).then_some(t0),
+    };
+    let write = |events: Vec<AlertEvent>| {
+        let store = store.clone();
+        async move {
+            let txn = store.begin_write().await.expect("begin");
+            let written = record(&txn, &events, t0.timestamp_micros()).await.expect("record");
+            txn.commit().await.expect("commit");
+            written
+        }
+    };
+    // 1,200 firings; the first 50 resolve; then one more key fires and resolves at once, so its
+    // two rows are neighbours in the last chunk.
+    let firing: Vec<_> = (0..1200).map(|k| event(format!("w{k:04}"), AlertState::Firing)).collect();
+    assert_eq!(write(firing).await, 1200);
+    let resolved: Vec<_> = (0..50).map(|k| event(format!("w{k:04}"), AlertState::Resolved)).collect();
+    assert_eq!(write(resolved).await, 50);
+    assert_eq!(write(vec![event("late".into(), AlertState::Firing)]).await, 1);
+    assert_eq!(write(vec![event("late".into(), AlertState::Resolved)]).await, 1);
+    store.close().await;
+
+    let receiver = Receiver::start(0).await;
+    let url = receiver.url("/hook");
+    let app = spawn_app_with(db, move |config: &mut Config| {
+        config.alerts.webhooks = vec![webhook("oncall", url.clone())];
+        fast_retries(&mut config.alerts);
+    })
+    .await;
+    let first = app.alerts.pass().await.expect("pass");
+    assert!(first.fanned_out > 500, "more than one page in a pass: {first:?}");
+    passes_until(&app, || receiver.seen("/hook").len() >= 1252).await;
+
+    let bodies: Vec<WebhookBody> =
+        receiver.seen("/hook").iter().map(|r| serde_json::from_slice(&r.body).expect("body")).collect();
+    assert_eq!(bodies.len(), 1252, "one delivery per outbox row");
+    assert_eq!(bodies.iter().filter(|b| b.status == "resolved").count(), 51);
+    let late: Vec<&str> = bodies.iter().filter(|b| b.worker == "late").map(|b| b.status.as_str()).collect();
+    assert_eq!(late, ["firing", "resolved"]);
+    app.stop().await;
 }
