@@ -88,12 +88,16 @@ enum Bench {
         #[arg(long)]
         postgres: Option<String>,
     },
-    /// Ingest on an empty database and on one already holding `--rows` executions.
+    /// Ingest on an empty database and on one already holding `--rows` executions, in alternating
+    /// rounds.
     IngestAtScale {
         #[arg(long, default_value_t = 10_000_000)]
         rows: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Alternating rounds (an empty database, then the full one, or the other way round).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Half of the measured capacity for a long time, with heartbeats and watches, sampling
     /// throughput, p99, RSS and errors (see `soak.rs`).
@@ -570,43 +574,130 @@ fn runwarden_binary() -> String {
     me.with_file_name("runwarden").to_str().expect("utf-8 path").to_owned()
 }
 
-async fn ingest_at_scale(rows: u64, seconds: u64) {
+/// Ingest into a database already holding `rows` executions against ingest into an empty one.
+///
+/// The two are measured in alternating rounds, each empty round on a fresh database, so that the
+/// machine's drift (this kind of machine moves by a third within an hour) falls on both sides
+/// alike; comparing against a measurement taken before the ten-minute load, as this bench first
+/// did, compared the machine with itself ten minutes earlier as much as the table sizes. Server
+/// CPU per report is printed beside the rate: it moves less with the machine than the rate does.
+async fn ingest_at_scale(rows: u64, seconds: u64, rounds: usize) {
     use ingest::{ServerProcess, Shape, measure};
     let d = Duration::from_secs(seconds);
     let dir = tempfile_dir();
     let url = format!("sqlite://{}/scale.db?mode=rwc", dir.display());
     let runwarden = runwarden_binary();
-    let configs = [("unary, 256 in flight", Shape::Unary, 256), ("batch of 100, 16 in flight", Shape::Batch(100), 16)];
-    let mut before = Vec::new();
-    {
-        let server = ServerProcess::start(
+    let serve = |url: &str| {
+        ServerProcess::start(
             &runwarden,
-            &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url],
-        );
-        for (name, shape, in_flight) in configs {
-            before.push(measure(name, &server, shape, in_flight, d).await.rate());
-        }
-        server.stop();
-    }
+            &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", url],
+        )
+    };
+    let configs = [("unary, 256 in flight", Shape::Unary, 256), ("batch of 100, 16 in flight", Shape::Batch(100), 16)];
+
     let store = Store::connect(&url, &StoreOptions::default()).await.expect("open");
+    store.migrate().await.expect("migrate");
     eprintln!("loading {rows} executions");
     // 25 days: inside the default 30-day retention, so the server measured next is not busy
     // deleting the older part of the history while it ingests (which halved unary ingest).
     let rate = load(&store, rows, 50, 25).await;
     store.close().await;
     println!("loaded {rows} executions at {rate:.0}/s");
-    let server = ServerProcess::start(
-        &runwarden,
-        &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url],
-    );
-    println!("\n| SQLite ingest | empty table, reports/s | {rows} rows already, reports/s | ratio |");
-    println!("|---|---|---|---|");
-    for ((name, shape, in_flight), empty) in configs.into_iter().zip(before) {
-        let full = measure(name, &server, shape, in_flight, d).await.rate();
-        println!("| {name} | {empty:.0} | {full:.0} | {:.2} |", full / empty);
+    let full = serve(&url);
+    // The load leaves the state changes of its anomalies in the alert outbox, as ingest at this
+    // rate would; the server fans them out in the background. Measure once it has caught up.
+    let started = std::time::Instant::now();
+    let backlog = unfanned_alerts(&url).await;
+    let mut left = backlog;
+    while left > 0 && started.elapsed() < Duration::from_secs(1800) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = unfanned_alerts(&url).await;
     }
-    server.stop();
+    println!(
+        "alert outbox: {backlog} state changes fanned out in {:.1} s ({left} left)",
+        started.elapsed().as_secs_f64()
+    );
+    // What the loaded server costs doing nothing, next to a server on an empty database.
+    let idle = Duration::from_secs(10);
+    let idle_cpu = |server: &ServerProcess| {
+        // Past what a start does once (the first retention pass, say).
+        std::thread::sleep(Duration::from_secs(5));
+        let before = server.cpu_seconds();
+        std::thread::sleep(idle);
+        (server.cpu_seconds() - before) / idle.as_secs_f64()
+    };
+    let full_idle = idle_cpu(&full);
+    let empty_idle = {
+        let empty = serve(&format!("sqlite://{}/idle.db?mode=rwc", dir.display()));
+        let cpu = idle_cpu(&empty);
+        empty.stop();
+        cpu
+    };
+    println!("idle server CPU: {full_idle:.3} cores with {rows} rows, {empty_idle:.3} cores on an empty database");
+
+    // (rate, server CPU µs per report) per config and side, one entry per round.
+    let mut empty_runs = vec![Vec::new(); configs.len()];
+    let mut full_runs = vec![Vec::new(); configs.len()];
+    let per_report = |run: &ingest::Run| {
+        (run.rate(), run.server_cpu.unwrap_or(0.0) * run.elapsed.as_secs_f64() * 1e6 / run.reports.max(1) as f64)
+    };
+    for round in 0..rounds {
+        for (c, (name, shape, in_flight)) in configs.iter().enumerate() {
+            // Alternate which side goes first, so a trend within a round cancels out.
+            for full_side in if round % 2 == 0 { [false, true] } else { [true, false] } {
+                let run = if full_side {
+                    measure(name, &full, *shape, *in_flight, d).await
+                } else {
+                    let empty = serve(&format!("sqlite://{}/empty-{round}-{c}.db?mode=rwc", dir.display()));
+                    let run = measure(name, &empty, *shape, *in_flight, d).await;
+                    empty.stop();
+                    run
+                };
+                let (rate, cpu_us) = per_report(&run);
+                eprintln!(
+                    "round {round}: {name}, {}: {rate:.0}/s, {cpu_us:.0} µs CPU per report",
+                    if full_side { "full" } else { "empty" }
+                );
+                let side = if full_side { &mut full_runs } else { &mut empty_runs };
+                side[c].push((rate, cpu_us));
+            }
+        }
+    }
+    full.stop();
     let _ = std::fs::remove_dir_all(&dir);
+
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "\n| SQLite ingest ({rounds} alternating rounds, medians) | empty table, reports/s | {rows} rows already, reports/s | ratio | server CPU µs/report, empty → full |"
+    );
+    println!("|---|---|---|---|---|");
+    for (c, (name, _, _)) in configs.iter().enumerate() {
+        let (mut empty_rates, mut empty_cpu): (Vec<f64>, Vec<f64>) = empty_runs[c].iter().copied().unzip();
+        let (mut full_rates, mut full_cpu): (Vec<f64>, Vec<f64>) = full_runs[c].iter().copied().unzip();
+        let (empty, full) = (median(&mut empty_rates), median(&mut full_rates));
+        println!(
+            "| {name} | {empty:.0} | {full:.0} | {:.2} | {:.0} → {:.0} |",
+            full / empty,
+            median(&mut empty_cpu),
+            median(&mut full_cpu)
+        );
+    }
+}
+
+/// Alert outbox rows not yet fanned out, read through a read-only connection of its own.
+async fn unfanned_alerts(url: &str) -> i64 {
+    use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
+    let options: SqliteConnectOptions = url.parse().expect("sqlite url");
+    let mut connection = options.read_only(true).connect().await.expect("read-only connection");
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM alert_outbox WHERE fanned_out = 0")
+        .fetch_one(&mut connection)
+        .await
+        .expect("count the alert outbox");
+    let _ = connection.close().await;
+    count
 }
 
 /// The same allocator as the server, so the raw-insert baseline runs under the same conditions.
@@ -632,7 +723,7 @@ async fn main() {
             };
             ingest::load(&addr, shape, in_flight, Duration::from_secs(seconds)).await;
         }
-        Bench::IngestAtScale { rows, seconds } => ingest_at_scale(rows, seconds).await,
+        Bench::IngestAtScale { rows, seconds, rounds } => ingest_at_scale(rows, seconds, rounds.max(1)).await,
         Bench::Soak { seconds, slice, check } => {
             if !soak::run(&runwarden_binary(), seconds, slice, check).await {
                 std::process::exit(1);
