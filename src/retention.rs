@@ -164,10 +164,8 @@ pub async fn run(retention: Arc<Retention>, mut stop: watch::Receiver<bool>) {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::ConnectionTrait;
-
     use super::*;
-    use crate::store::StoreOptions;
+    use crate::store::{StoreOptions, assert_seeks_an_index};
 
     /// SQLite's plan for each delete's select: a SEARCH on an index, not a SCAN of the table.
     #[tokio::test]
@@ -176,17 +174,7 @@ mod tests {
         store.migrate().await.expect("migrate");
         for statement in statements([1, 2, 3], 5_000) {
             let select = statement.split_once(" IN (").map(|(_, s)| s.trim_end_matches(')')).expect("a subselect");
-            let rows = store
-                .reader()
-                .query_all_raw(Statement::from_string(store.backend(), format!("EXPLAIN QUERY PLAN {select}")))
-                .await
-                .expect("explain");
-            let plan: Vec<String> = rows.iter().filter_map(|row| row.try_get_by::<String, _>("detail").ok()).collect();
-            assert!(!plan.is_empty(), "no plan for {select}");
-            assert!(
-                plan.iter().all(|step| step.starts_with("SEARCH ") && step.contains(" INDEX ")),
-                "{select}\nis planned as {plan:?}"
-            );
+            assert_seeks_an_index(&store, Statement::from_string(store.backend(), select)).await;
         }
         store.close().await;
     }

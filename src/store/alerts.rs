@@ -439,7 +439,7 @@ mod tests {
     use sea_orm::QueryTrait;
 
     use super::*;
-    use crate::store::{Store, StoreOptions};
+    use crate::store::{Store, StoreOptions, assert_seeks_an_index};
 
     /// Each of fan-out's lookups is a seek: they run once per outbox row (the firing of a
     /// resolution) or per chunk, inside the write transaction, while the tables only grow.
@@ -468,19 +468,7 @@ mod tests {
             sends_query(vec![1, 2, 3]).build(DbBackend::Sqlite),
         ];
         for query in queries {
-            let explain = Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                format!("EXPLAIN QUERY PLAN {}", query.sql),
-                query.values.clone().map(|v| v.0).unwrap_or_default(),
-            );
-            let rows = store.reader().query_all_raw(explain).await.expect("explain");
-            let plan: Vec<String> = rows.iter().filter_map(|row| row.try_get_by::<String, _>("detail").ok()).collect();
-            assert!(!plan.is_empty(), "no plan for {}", query.sql);
-            assert!(
-                plan.iter().all(|step| step.starts_with("SEARCH ") && step.contains(" INDEX ")),
-                "{}\nis planned as {plan:?}",
-                query.sql
-            );
+            assert_seeks_an_index(&store, query).await;
         }
         store.close().await;
     }

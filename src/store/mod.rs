@@ -419,3 +419,23 @@ pub fn to_micros(t: DateTime<Utc>) -> i64 {
 pub fn from_micros(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
+
+/// Test support: asserts that SQLite plans `query` as index seeks only — no SCAN of a table and no
+/// temporary B-tree for a sort — on `store`'s schema. For statements that run inside the write
+/// transaction, where a read of a growing table holds up every writer.
+#[cfg(test)]
+pub(crate) async fn assert_seeks_an_index(store: &Store, query: Statement) {
+    let explain = Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        format!("EXPLAIN QUERY PLAN {}", query.sql),
+        query.values.map(|v| v.0).unwrap_or_default(),
+    );
+    let rows = store.reader().query_all_raw(explain).await.expect("explain");
+    let plan: Vec<String> = rows.iter().filter_map(|row| row.try_get_by::<String, _>("detail").ok()).collect();
+    assert!(!plan.is_empty(), "no plan for {}", query.sql);
+    assert!(
+        plan.iter().all(|step| step.starts_with("SEARCH ") && step.contains(" INDEX ")),
+        "{}\nis planned as {plan:?}",
+        query.sql
+    );
+}
