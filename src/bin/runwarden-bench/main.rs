@@ -619,17 +619,17 @@ async fn ingest_at_scale(rows: u64, seconds: u64, rounds: usize) {
     );
     // What the loaded server costs doing nothing, next to a server on an empty database.
     let idle = Duration::from_secs(10);
-    let idle_cpu = |server: &ServerProcess| {
+    let idle_cpu = async |server: &ServerProcess| {
         // Past what a start does once (the first retention pass, say).
-        std::thread::sleep(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let before = server.cpu_seconds();
-        std::thread::sleep(idle);
+        tokio::time::sleep(idle).await;
         (server.cpu_seconds() - before) / idle.as_secs_f64()
     };
-    let full_idle = idle_cpu(&full);
+    let full_idle = idle_cpu(&full).await;
     let empty_idle = {
         let empty = serve(&format!("sqlite://{}/idle.db?mode=rwc", dir.display()));
-        let cpu = idle_cpu(&empty);
+        let cpu = idle_cpu(&empty).await;
         empty.stop();
         cpu
     };
