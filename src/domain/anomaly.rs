@@ -267,16 +267,23 @@ pub fn median(values: &[f64]) -> Option<f64> {
 /// The median of `v` (finite values), which it reorders: the middle order statistics are
 /// selected, not the whole slice sorted (linear time; this runs several times per stored report).
 fn median_in_place(v: &mut [f64]) -> Option<f64> {
+    median_of_increasing(v, |x| x)
+}
+
+/// The median of `f` over `v` (finite values) for a non-decreasing `f`, reordering `v`. Such an `f`
+/// keeps the order, so the middle order statistics of `f` over `v` are `f` of `v`'s: they are
+/// selected from `v` and `f` is applied to those (at most two) values only.
+fn median_of_increasing(v: &mut [f64], f: impl Fn(f64) -> f64) -> Option<f64> {
     let len = v.len();
     if len == 0 {
         return None;
     }
     let (below, &mut upper, _) = v.select_nth_unstable_by(len / 2, f64::total_cmp);
     if !len.is_multiple_of(2) {
-        return Some(upper);
+        return Some(f(upper));
     }
     let lower = below.iter().copied().max_by(f64::total_cmp)?;
-    Some((lower + upper) / 2.0)
+    Some((f(lower) + f(upper)) / 2.0)
 }
 
 /// Median absolute deviation of the finite values around `center`.
@@ -292,7 +299,29 @@ fn mad_around(values: &[f64], center: f64) -> Option<f64> {
 /// median, `|z|` is the usual robust z) and the returned MAD is the raw one, before the floor. `None` when
 /// `value` is not finite or `history` has no finite value.
 pub fn robust_z(value: f64, history: &[f64]) -> Option<(f64, f64, f64)> {
-    robust_z_floored(value, history, |median| (median.abs() * MAD_FLOOR_FRACTION).max(MAD_FLOOR_ABS))
+    robust_z_floored(value, history, mad_floor)
+}
+
+/// The MAD floor of [`robust_z`] for a baseline with this median.
+fn mad_floor(median: f64) -> f64 {
+    (median.abs() * MAD_FLOOR_FRACTION).max(MAD_FLOOR_ABS)
+}
+
+/// Whether a robust z of `deviation` (value − median) can be beyond `threshold` at all, whatever
+/// the MAD: the z's scale is never below `MAD_SCALE × max(floor, MAD_FLOOR_ABS)`, and a larger scale
+/// only brings the z closer to zero (rounding keeps both steps monotonic). `upward` asks about
+/// `z > threshold`, otherwise about `|z| > threshold`. A `false` answer is exact, and lets a rule
+/// skip the MAD — a second selection — for the runs that are near the median, which most are.
+fn z_can_exceed(deviation: f64, floor: f64, threshold: f64, upward: bool) -> bool {
+    let widest = deviation / (MAD_SCALE * floor.max(MAD_FLOOR_ABS));
+    if !upward {
+        widest.abs() > threshold
+    } else if deviation >= 0.0 {
+        widest > threshold
+    } else {
+        // A negative z rises towards zero as the scale grows.
+        threshold < 0.0
+    }
 }
 
 fn robust_z_floored(value: f64, history: &[f64], floor: impl Fn(f64) -> f64) -> Option<(f64, f64, f64)> {
@@ -333,13 +362,20 @@ fn duration_finding(window: &[RunSample], run: &RunSample, config: &AnomalyConfi
     if !run.completed() || !run.duration_ms.is_finite() || run.duration_ms < 0.0 {
         return None;
     }
-    let baseline: Values =
+    let mut baseline: Values =
         window.iter().filter(|r| r.completed()).map(|r| r.duration_ms).filter(|d| d.is_finite() && *d >= 0.0).collect();
     if baseline.len() < config.min_history.max(1) {
         return None;
     }
+    let value = run.duration_ms.ln_1p();
+    // `ln_1p` is increasing: the logs' median comes from two durations, and most runs are near
+    // enough to it that no MAD could make their z anomalous; the baseline's order does not matter.
+    let log_center = median_of_increasing(&mut baseline, f64::ln_1p)?;
+    if !z_can_exceed(value - log_center, LOG_DURATION_MAD_FLOOR, config.z_threshold, false) {
+        return None;
+    }
     let logs: Values = baseline.iter().map(|d| d.ln_1p()).collect();
-    let (z, _, _) = robust_z_floored(run.duration_ms.ln_1p(), &logs, |_| LOG_DURATION_MAD_FLOOR)?;
+    let (z, _, _) = robust_z_floored(value, &logs, |_| LOG_DURATION_MAD_FLOOR)?;
     if z.abs() <= config.z_threshold {
         return None;
     }
@@ -376,33 +412,36 @@ struct ScoreDrop {
     name: &'static str,
     value: f64,
     mean: f64,
-    values: Values,
+    get: ScoreOf,
 }
 
 fn quality_finding(window: &[RunSample], run: &RunSample, config: &AnomalyConfig) -> Option<Finding> {
     if !run.completed() {
         return None;
     }
-    let completed: SmallVec<[&RunSample; INLINE_WINDOW]> = window.iter().filter(|r| r.completed()).collect();
-    if completed.len() < config.min_history.max(1) {
+    let completed = || window.iter().filter(|r| r.completed());
+    if completed().count() < config.min_history.max(1) {
         return None;
     }
     let metrics: [(&'static str, ScoreOf); 2] =
         [("overall score", |r| r.overall_score), ("data-quality score", |r| r.data_quality_score)];
+    // The window's scores are only collected (for the evidence's median) when a score dropped.
+    let finite_scores = |get: ScoreOf| completed().map(get).filter(|v| v.is_finite());
     let mut worst: Option<ScoreDrop> = None;
     for (name, get) in metrics {
         let value = get(run);
-        let values: Values = completed.iter().map(|r| get(r)).filter(|v| v.is_finite()).collect();
-        if !value.is_finite() || values.len() < config.min_history.max(1) {
+        let count = finite_scores(get).count();
+        if !value.is_finite() || count < config.min_history.max(1) {
             continue;
         }
-        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let mean = finite_scores(get).sum::<f64>() / count as f64;
         let drop = mean - value;
         if drop > config.quality_drop_points && worst.as_ref().is_none_or(|w| drop > w.drop) {
-            worst = Some(ScoreDrop { drop, name, value, mean, values });
+            worst = Some(ScoreDrop { drop, name, value, mean, get });
         }
     }
-    let ScoreDrop { drop, name, value, mean, values } = worst?;
+    let ScoreDrop { drop, name, value, mean, get } = worst?;
+    let values: Values = finite_scores(get).collect();
     let severity =
         if drop >= CRITICAL_Z_MULTIPLE * config.quality_drop_points { Severity::Critical } else { Severity::Warning };
     Some(Finding {
@@ -465,10 +504,18 @@ fn resource_finding(
     let (label, unit) = resource.label();
     let limit = resource.limit(config);
     let baseline: Values = window.iter().filter_map(|r| resource.read(r)).collect();
-    let z = if baseline.len() >= config.min_history.max(1) { robust_z(value, &baseline) } else { None };
-    let z_spike = z.filter(|(z, _, _)| *z > config.z_threshold);
+    let enough = baseline.len() >= config.min_history.max(1);
     let previous = history.iter().rev().find_map(|r| resource.read(r));
     let crossed = limit.is_finite() && value >= limit && previous.is_none_or(|p| p < limit);
+    if !crossed {
+        // Without a crossing only a spike fires, and most values cannot be one whatever the MAD.
+        let center = if enough { median(&baseline) } else { None };
+        if center.is_none_or(|center| !z_can_exceed(value - center, mad_floor(center), config.z_threshold, true)) {
+            return None;
+        }
+    }
+    let z = if enough { robust_z(value, &baseline) } else { None };
+    let z_spike = z.filter(|(z, _, _)| *z > config.z_threshold);
     if !crossed && z_spike.is_none() {
         return None;
     }
@@ -649,8 +696,19 @@ pub fn failure_rate_finding(
 /// which the quota never went up is used (a rise means the quota was reset). Already at or below zero →
 /// Critical. Otherwise, with at least [`QUOTA_MIN_SAMPLES`] samples in that stretch, a least-squares slope
 /// over (seconds, remaining) that is negative, and the latest value projected with that slope to
-/// `next_run_at` at or below zero → Warning.
-pub fn quota_exhaustion(samples: &[(DateTime<Utc>, f64)], next_run_at: DateTime<Utc>) -> Option<Finding> {
+/// the next run (`next_run_at`, asked only then) at or below zero → Warning.
+pub fn quota_exhaustion(
+    samples: &[(DateTime<Utc>, f64)],
+    next_run_at: impl FnOnce() -> DateTime<Utc>,
+) -> Option<Finding> {
+    // A quota that has not moved is not falling; when it is above zero there is nothing to order.
+    let mut finite = samples.iter().map(|(_, v)| *v).filter(|v| v.is_finite());
+    if let Some(first) = finite.next()
+        && first > 0.0
+        && finite.all(|v| v == first)
+    {
+        return None;
+    }
     // Samples usually come finite and in time order (a worker's runs as stored): then they are
     // read in place, with no copy (this runs for every stored report that carries a quota).
     let ordered = samples.iter().all(|(_, v)| v.is_finite()) && samples.is_sorted_by_key(|(t, _)| *t);
@@ -691,6 +749,7 @@ pub fn quota_exhaustion(samples: &[(DateTime<Utc>, f64)], next_run_at: DateTime<
     if slope >= 0.0 {
         return None;
     }
+    let next_run_at = next_run_at();
     let projected = last + slope * seconds(next_run_at - last_at);
     if projected > 0.0 {
         return None;
@@ -1168,7 +1227,7 @@ mod tests {
         let at = |m: i64| t0() + TimeDelta::minutes(m);
         // Falls 100 per hour; 150 left at 03:00; next run at 05:00 → zero at 04:30.
         let falling = [(at(0), 450.0), (at(60), 350.0), (at(120), 250.0), (at(180), 150.0)];
-        let f = quota_exhaustion(&falling, at(300)).unwrap();
+        let f = quota_exhaustion(&falling, || at(300)).unwrap();
         assert_eq!(
             (f.kind, f.severity, f.evidence.value, f.evidence.window),
             (AnomalyKind::QuotaExhaustion, Severity::Warning, 150.0, 4)
@@ -1177,19 +1236,19 @@ mod tests {
             f.evidence.detail,
             "API quota 150 remaining and falling 100.0 per hour over 4 samples; projected to reach zero at 2024-03-01 04:30 UTC, before the next run at 2024-03-01 05:00 UTC"
         );
-        assert_eq!(quota_exhaustion(&falling, at(240)), None, "still 50 left at the next run");
+        assert_eq!(quota_exhaustion(&falling, || at(240)), None, "still 50 left at the next run");
         // Unordered input is fine.
         let mut shuffled = falling;
         shuffled.reverse();
-        assert!(quota_exhaustion(&shuffled, at(300)).is_some());
+        assert!(quota_exhaustion(&shuffled, || at(300)).is_some());
         // After a reset only the new stretch counts (two samples: not enough for a trend).
         let reset = [(at(0), 300.0), (at(60), 100.0), (at(120), 1000.0), (at(180), 990.0)];
-        assert_eq!(quota_exhaustion(&reset, at(100_000)), None);
+        assert_eq!(quota_exhaustion(&reset, || at(100_000)), None);
         let stable = [(at(0), 500.0), (at(60), 500.0), (at(120), 500.0)];
-        assert_eq!(quota_exhaustion(&stable, at(100_000)), None);
-        let gone = quota_exhaustion(&[(at(0), 0.0)], at(60)).unwrap();
+        assert_eq!(quota_exhaustion(&stable, || at(100_000)), None);
+        let gone = quota_exhaustion(&[(at(0), 0.0)], || at(60)).unwrap();
         assert_eq!(gone.severity, Severity::Critical);
-        assert_eq!(quota_exhaustion(&[], at(60)), None);
+        assert_eq!(quota_exhaustion(&[], || at(60)), None);
     }
 
     #[test]
@@ -1268,8 +1327,8 @@ mod tests {
             let quota: Vec<_> = runs.iter().enumerate()
                 .filter_map(|(i, r)| Some((t0() + TimeDelta::minutes(i as i64), r.api_quota_remaining?)))
                 .collect();
-            let _ = quota_exhaustion(&quota, t0() + TimeDelta::hours(2));
-            let _ = quota_exhaustion(&quota, DateTime::<Utc>::MAX_UTC);
+            let _ = quota_exhaustion(&quota, || t0() + TimeDelta::hours(2));
+            let _ = quota_exhaustion(&quota, || DateTime::<Utc>::MAX_UTC);
         }
 
         /// The selecting median is the sorting one, bit for bit (signed zeros, infinities and NaN
@@ -1289,6 +1348,57 @@ mod tests {
                 if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
             });
             proptest::prop_assert_eq!(median(&values).map(f64::to_bits), expected.map(f64::to_bits));
+        }
+
+        /// The median of the log-durations taken from the durations' two middle order statistics
+        /// is the median of all the logs, bit for bit.
+        #[test]
+        fn the_log_median_comes_from_the_durations(durations in proptest::collection::vec(
+            proptest::prop_oneof![
+                0.0..1e12f64,
+                proptest::sample::select(vec![0.0, -0.0, 1.0, 1200.0, 1e300]),
+            ],
+            1..60,
+        )) {
+            let logs: Vec<f64> = durations.iter().map(|d| d.ln_1p()).collect();
+            let mut reordered = durations.clone();
+            proptest::prop_assert_eq!(
+                median_of_increasing(&mut reordered, f64::ln_1p).map(f64::to_bits),
+                median(&logs).map(f64::to_bits)
+            );
+        }
+
+        /// Where the floor alone rules out a z beyond the threshold, the z computed with the MAD
+        /// is not beyond it either (one-sided and two-sided, any floor, any threshold). Most
+        /// baselines here repeat one value, so the MAD is under the floor and z sits near the
+        /// boundary the shortcut draws.
+        #[test]
+        fn a_z_the_floor_rules_out_is_never_beyond(
+            base in proptest::prop_oneof![
+                -1e6..1e6f64,
+                proptest::sample::select(vec![0.0, 1.0, 35.0, 128.0, 7.2]),
+            ],
+            repeats in 1usize..40,
+            noise in proptest::collection::vec(-1e6..1e6f64, 0..20),
+            fixed_floor in proptest::option::of(proptest::prop_oneof![
+                0.0..1.0f64,
+                proptest::sample::select(vec![LOG_DURATION_MAD_FLOOR, 0.0, 1e-12]),
+            ]),
+            z_wanted in -12.0..12.0f64,
+            threshold in proptest::prop_oneof![-5.0..10.0f64, proptest::sample::select(vec![0.0, 3.5])],
+            upward: bool,
+        ) {
+            let mut history = vec![base; repeats];
+            history.extend(noise.iter().take(repeats.saturating_sub(1) / 2));
+            let floor = |center: f64| fixed_floor.unwrap_or_else(|| mad_floor(center));
+            let value = base + z_wanted * MAD_SCALE * floor(base).max(MAD_FLOOR_ABS);
+            let Some((z, center, _)) = robust_z_floored(value, &history, floor) else {
+                return Ok(());
+            };
+            if !z_can_exceed(value - center, floor(center), threshold, upward) {
+                let beyond = if upward { z > threshold } else { z.abs() > threshold };
+                proptest::prop_assert!(!beyond, "z {} at threshold {}", z, threshold);
+            }
         }
 
         /// Quota samples in time order are read in place; in any other order, or with non-finite
@@ -1315,11 +1425,11 @@ mod tests {
                 let k = rotate % rotated.len();
                 rotated.rotate_left(k);
             }
-            let expected = quota_exhaustion(&finite, next);
-            proptest::prop_assert_eq!(&quota_exhaustion(&ordered, next), &expected);
+            let expected = quota_exhaustion(&finite, || next);
+            proptest::prop_assert_eq!(&quota_exhaustion(&ordered, || next), &expected);
             // Out of order; with equal times the stable sort keeps their order as given.
             if ordered.windows(2).all(|w| w[0].0 != w[1].0) {
-                proptest::prop_assert_eq!(&quota_exhaustion(&rotated, next), &expected);
+                proptest::prop_assert_eq!(&quota_exhaustion(&rotated, || next), &expected);
             }
         }
     }

@@ -307,19 +307,24 @@ impl AnomalyBook {
         if run.api_quota_remaining.is_some() {
             // When the next run comes: the declared schedule, else the typical gap between starts.
             starts.push(run.started_at);
-            let typical_gap = schedule::typical_gap(&starts);
+            // Only a falling quota asks when the next run comes (the typical gap sorts the starts).
+            let typical_gap = std::cell::OnceCell::new();
             let next_after = |t: DateTime<Utc>| match declared.map(|s| &s.expected) {
                 Some(Expected::Every(interval)) => t.checked_add_signed(*interval).unwrap_or(t),
                 Some(Expected::Cron(cron)) => cron.next_after(t).unwrap_or(t),
-                None => typical_gap.and_then(|gap| t.checked_add_signed(gap)).unwrap_or(t),
+                None => typical_gap
+                    .get_or_init(|| schedule::typical_gap(&starts))
+                    .and_then(|gap| t.checked_add_signed(gap))
+                    .unwrap_or(t),
             };
             let mut samples: Vec<(DateTime<Utc>, f64)> = Vec::with_capacity(history.len() + 1);
             samples.extend(history.iter().filter_map(|r| Some((r.started_at, r.api_quota_remaining?))));
             samples.push((run.started_at, run.api_quota_remaining.unwrap_or_default()));
-            match quota_exhaustion(&samples, next_after(run.started_at)) {
+            match quota_exhaustion(&samples, || next_after(run.started_at)) {
                 Some(finding) => {
                     samples.pop();
-                    let was = samples.last().is_some_and(|(t, _)| quota_exhaustion(&samples, next_after(*t)).is_some());
+                    let was =
+                        samples.last().is_some_and(|(t, _)| quota_exhaustion(&samples, || next_after(*t)).is_some());
                     if !was {
                         self.open(worker_id, finding, at, None);
                     }
