@@ -26,6 +26,7 @@ use crate::{
 backend_tests!(
     planned_ahead_stores_what_the_transaction_would,
     full_batches_handed_over_early_store_what_the_transaction_would,
+    batches_handed_over_during_a_commit_store_what_the_transaction_would,
     a_worker_row_changed_elsewhere_is_not_overwritten,
     the_store_works_after_the_writer_stops
 );
@@ -76,7 +77,18 @@ async fn full_batches_handed_over_early_store_what_the_transaction_would(backend
     stores_what_the_transaction_would(backend, IngestConfig { max_batch: 4, ..IngestConfig::default() }).await;
 }
 
-async fn stores_what_the_transaction_would(backend: Backend, config: IngestConfig) {
+/// Batches of two or more go to the writer as soon as it begins the COMMIT of the batch before,
+/// planned from rows that batch has not committed yet (and behind a retry, from rows it will not
+/// leave).
+async fn batches_handed_over_during_a_commit_store_what_the_transaction_would(backend: Backend) {
+    let config = IngestConfig { hand_over_during_commit: 2, ..IngestConfig::default() };
+    let during_commit = stores_what_the_transaction_would(backend, config).await;
+    assert!(during_commit > 0, "no batch was handed over during a commit");
+}
+
+/// Stores the same reports through the planned path and in reference transactions, compares every
+/// row, and returns how many batches were handed over during a commit.
+async fn stores_what_the_transaction_would(backend: Backend, config: IngestConfig) -> u64 {
     let (_a, ahead) = open(backend).await;
     let (_b, reference) = open(backend).await;
     let now = Utc::now();
@@ -113,6 +125,7 @@ async fn stores_what_the_transaction_would(backend: Backend, config: IngestConfi
     }
     let (planned, recomputed) = ingest.plan_counts();
     assert!(planned >= 4, "batches are planned ahead: {planned} ahead, {recomputed} in the transaction");
+    let during_commit = ingest.handed_over_during_commit();
 
     assert_eq!(
         workers::Entity::find().order_by_asc(workers::Column::Id).all(ahead.reader()).await.expect("workers"),
@@ -152,6 +165,7 @@ async fn stores_what_the_transaction_would(backend: Backend, config: IngestConfi
     writer.shutdown().await;
     ahead.close().await;
     reference.close().await;
+    during_commit
 }
 
 async fn a_worker_row_changed_elsewhere_is_not_overwritten(backend: Backend) {
