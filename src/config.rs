@@ -351,6 +351,9 @@ pub struct RetentionFile {
     pub rollups_days: Option<u32>,
     /// Resolved anomalies (default 90).
     pub resolved_anomalies_days: Option<u32>,
+    /// Alert history: state changes, their sends and delivery attempts (default 90). An alert's
+    /// current state is kept whatever its age.
+    pub alerts_days: Option<u32>,
     /// Seconds between passes (default 3600).
     pub interval_seconds: Option<u64>,
 }
@@ -564,6 +567,9 @@ impl Config {
             }
             if let Some(d) = r.resolved_anomalies_days {
                 config.retention.resolved_anomalies = days("resolved_anomalies_days", d)?;
+            }
+            if let Some(d) = r.alerts_days {
+                config.retention.alerts = days("alerts_days", d)?;
             }
             if let Some(secs) = r.interval_seconds.filter(|s| *s > 0) {
                 config.retention.interval = Duration::from_secs(secs);

@@ -17,6 +17,9 @@ mod m20261128_000010_alert_rules;
 mod m20261128_000011_anomaly_resolve_index;
 mod m20261130_000012_anomaly_retention_index;
 mod m20261130_000013_alert_sends_outbox_index;
+mod m20261130_000014_alert_outbox_created_index;
+
+mod add_index;
 
 pub struct Migrator;
 
@@ -36,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000011_anomaly_resolve_index::Migration),
             Box::new(m20261130_000012_anomaly_retention_index::Migration),
             Box::new(m20261130_000013_alert_sends_outbox_index::Migration),
+            Box::new(m20261130_000014_alert_outbox_created_index::MIGRATION),
         ]
     }
 }
