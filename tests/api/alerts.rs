@@ -136,16 +136,19 @@ async fn webhook_deliveries_survive_failures_and_a_restart_exactly_once(backend:
             ..Default::default()
         }];
         fast_retries(&mut config.alerts);
+        // Every pass after the one at start is this test's: a pass of the server's own, between
+        // the first attempts and the restart, would retry them (50 ms later) before the restart.
+        config.alerts.interval = Duration::from_secs(3600);
     };
     let app = spawn_app_with(TestDatabase::create(backend).await, configure.clone()).await;
     spike(&app, "intel_aggregation_hourly").await;
     let open = open_anomalies(&app).await;
     assert!(open.len() >= 2, "{open:?}");
 
-    // Two passes: fan-out, then every first attempt fails (the receiver is down for 3 requests).
+    // One pass: fan-out, then every first attempt fails (the receiver is down for 3 requests).
     app.alerts.pass().await.expect("pass");
     let failed = receiver.seen("/hook");
-    assert!(!failed.is_empty() && failed.iter().all(|r| r.answered == 500), "{failed:?}");
+    assert!(!failed.is_empty() && failed.iter().take(3).all(|r| r.answered == 500), "{failed:?}");
     // Restart between failures: nothing is lost.
     let db = app.stop().await;
     let app = spawn_app_with(db, configure).await;
