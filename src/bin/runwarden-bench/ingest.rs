@@ -171,12 +171,7 @@ impl ServerProcess {
 
     /// User + system CPU seconds used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which is in parentheses): utime is the 14th field overall.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_seconds(self.child.id())
     }
 
     /// Peak resident memory (VmHWM) in MB.
@@ -265,19 +260,39 @@ impl Shape {
     }
 }
 
-/// `runwarden-bench load`: drives the server at `addr` and prints what it got.
-pub async fn load(addr: &str, shape: Shape, in_flight: usize, duration: Duration) {
+/// CPU seconds (user and system) process `pid` has used, from `/proc/PID/stat`; 0 if unreadable.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 14th field overall.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `runwarden-bench load`: drives the server at `addr` and prints what it got, with the CPU this
+/// load generator spent per report and, given the server's pid, the server's.
+pub async fn load(addr: &str, shape: Shape, in_flight: usize, duration: Duration, server_pid: Option<u32>) {
     let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
     let client =
         ReportServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+    let cpu = || (cpu_seconds(std::process::id()), server_pid.map(cpu_seconds));
+    let before = cpu();
     let (reports, elapsed, latencies) = drive(client, shape, in_flight, duration).await;
+    let after = cpu();
     let run = Run { name: "load".into(), reports, elapsed, latencies, server_cpu: None, peak_rss_mb: None };
+    let per_report = |seconds: f64| seconds * 1e6 / reports.max(1) as f64;
+    let server = match (before.1, after.1) {
+        (Some(b), Some(a)) => format!(", server CPU {:.1} µs/report", per_report(a - b)),
+        _ => String::new(),
+    };
     println!(
-        "{reports} reports in {:.1} s: {:.0}/s, call p50 {} ms, p99 {} ms",
+        "{reports} reports in {:.1} s: {:.0}/s, call p50 {} ms, p99 {} ms; client CPU {:.1} µs/report{server}",
         elapsed.as_secs_f64(),
         run.rate(),
         super::ms(run.quantile(0.5)),
-        super::ms(run.quantile(0.99))
+        super::ms(run.quantile(0.99)),
+        per_report(after.0 - before.0),
     );
 }
 

@@ -13,9 +13,9 @@
 //! - `runwarden-bench soak [--seconds 600 --slice 60] [--check]`: half of the measured capacity
 //!   with heartbeats and watches, per-slice throughput, p99, RSS and errors, see `soak.rs`.
 //! - `runwarden-bench raw [--per-transaction 1000 --seconds 10]`: the storage limit alone.
-//! - `runwarden-bench load --addr HOST:PORT [--shape unary|stream:N|batch:N --in-flight 256]`:
-//!   one ingest shape against a server that is already running, to profile it meanwhile
-//!   (`perf record -p PID`).
+//! - `runwarden-bench load --addr HOST:PORT [--shape unary|stream:N|batch:N --in-flight 256]
+//!   [--server-pid PID]`: one ingest shape against a server that is already running, to profile it
+//!   meanwhile (`perf record -p PID`); prints the CPU per report of the load and of the server.
 
 mod guardian;
 mod ingest;
@@ -167,6 +167,9 @@ enum Bench {
         in_flight: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// The server's process id, to print its CPU per report too (read from /proc).
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// The storage limit on its own: raw inserts of the benchmark's rows into a fresh SQLite file
     /// (or the PostgreSQL database `--database` names), as the ingest benchmark measures it.
@@ -742,12 +745,12 @@ async fn main() {
             println!("{} rows in {:.1} s: {:.0}/s", run.reports, run.elapsed.as_secs_f64(), run.rate());
             let _ = std::fs::remove_dir_all(&dir);
         }
-        Bench::Load { addr, shape, in_flight, seconds } => {
+        Bench::Load { addr, shape, in_flight, seconds, server_pid } => {
             let Some(shape) = ingest::Shape::parse(&shape) else {
                 eprintln!("--shape must be unary, stream:N or batch:N, not {shape:?}");
                 std::process::exit(2);
             };
-            ingest::load(&addr, shape, in_flight, Duration::from_secs(seconds)).await;
+            ingest::load(&addr, shape, in_flight, Duration::from_secs(seconds), server_pid).await;
         }
         Bench::IngestAtScale { rows, seconds, rounds } => ingest_at_scale(rows, seconds, rounds.max(1)).await,
         Bench::Soak { seconds, slice, check } => {
