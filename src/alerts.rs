@@ -511,9 +511,10 @@ fn failed(started: Instant, error: &str) -> Attempt {
     }
 }
 
-/// Runs passes until draining starts.
+/// Runs a pass every interval, the first one interval after start, until draining starts.
 pub async fn run(alerts: Arc<Alerts>, mut draining: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(alerts.config.interval);
+    let every = alerts.config.interval;
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
