@@ -436,10 +436,9 @@ pub(crate) async fn assert_seeks_an_index(store: &Store, query: Statement) {
     // A subquery's own line (`CORRELATED SCALAR SUBQUERY 1`, `LIST SUBQUERY 2`) only names it;
     // its steps follow, and are checked like the others.
     let names_a_subquery = |step: &str| step.ends_with(|c: char| c.is_ascii_digit()) && step.contains("SUBQUERY ");
-    let steps = plan.iter().filter(|step| !names_a_subquery(step));
+    let steps: Vec<&String> = plan.iter().filter(|step| !names_a_subquery(step)).collect();
     assert!(
-        steps.clone().count() > 0
-            && steps.into_iter().all(|step| step.starts_with("SEARCH ") && step.contains(" INDEX ")),
+        !steps.is_empty() && steps.iter().all(|step| step.starts_with("SEARCH ") && step.contains(" INDEX ")),
         "{}\nis planned as {plan:?}",
         query.sql
     );
