@@ -14,8 +14,9 @@
 //!   from the database inside the transaction. Either way what is stored is what computing it in
 //!   the transaction gives. A batch is handed over when the writer is free, or while the writer
 //!   commits the one before if it is full or, once that batch's COMMIT has begun, large
-//!   ([`IngestConfig::hand_over_during_commit`]); at most two batches are with the writer, and
-//!   either way the planner learns each outcome and corrects its cache before it plans on.
+//!   ([`IngestConfig::hand_over_during_commit`]) — but not if its plan rests on rows of a batch
+//!   the writer computes itself; at most two batches are with the writer, and either way the
+//!   planner learns each outcome and corrects its cache before it plans on.
 //!
 //! Idempotency: `execution_id` is unique. A report whose id is already stored, or that repeats an
 //! id earlier in the same batch, is answered `Duplicate` and changes nothing.
@@ -509,6 +510,26 @@ impl RowCache {
     }
 }
 
+/// A batch with the writer, as the planner keeps track of it.
+#[derive(Default)]
+struct InFlight {
+    seq: u64,
+    workers: Vec<String>,
+    /// The batch carries a plan computed from rows the cache holds as committed or as left by the
+    /// batches before it, so the cache already holds the rows it leaves if it commits as planned.
+    /// False for a batch the writer computes in its transaction, whose rows the planner learns
+    /// only when it settles.
+    foreseen: bool,
+}
+
+/// The batch before settled in other ways than planned: the batches behind it were planned from
+/// rows it did not leave, and the writer will compute them again.
+fn unforeseen(in_flight: &mut VecDeque<InFlight>) {
+    for batch in in_flight {
+        batch.foreseen = false;
+    }
+}
+
 /// The batch the planner is gathering while the writer commits the previous one.
 struct Pending {
     jobs: Vec<Job>,
@@ -529,6 +550,11 @@ impl Pending {
         self.jobs.push(job);
     }
 
+    /// True if the plan was computed from cached rows of any of `workers`.
+    fn rests_on(&self, workers: &[String]) -> bool {
+        self.plan.as_ref().is_some_and(|plan| workers.iter().any(|name| plan.workers.contains_key(name)))
+    }
+
     /// Plans the gathered reports again, after the cache changed under them.
     fn replan(&mut self, cache: &RowCache, scoring: &ScoringConfig) {
         let jobs = std::mem::take(&mut self.jobs);
@@ -547,6 +573,9 @@ impl Pending {
 /// the batches before it leave if they commit as planned; if one does not, the writer finds that
 /// the rows differ from what the plan was computed from, and computes the batch again in its
 /// transaction ([`write_planned`]), so a plan handed over early is never applied to other rows.
+/// A plan that rests on rows of a batch the writer computes itself ([`InFlight::foreseen`]) does
+/// not go early: those rows are known only once that batch settles, and the plan is computed
+/// again from them.
 async fn plan(
     mut rx: mpsc::Receiver<Job>,
     stop: Arc<Notify>,
@@ -560,16 +589,16 @@ async fn plan(
     let max_batch = limits.max;
     let mut cache = RowCache::default();
     let mut pending = Pending::new();
-    // Each batch handed to the writer and not yet settled (its seq and workers), oldest first: the
-    // one it commits, and at most one batch waiting behind it.
-    let mut in_flight: VecDeque<(u64, Vec<String>)> = VecDeque::with_capacity(2);
+    // Each batch handed to the writer and not yet settled, oldest first: the one it commits, and
+    // at most one batch waiting behind it.
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(2);
     let mut handed_over = 0u64;
     let (mut closing, mut drained, mut writer_gone) = (false, false, false);
     loop {
         tokio::select! {
             biased;
             outcome = settled.recv(), if !in_flight.is_empty() => {
-                let (_, workers) = in_flight.pop_front().unwrap_or_default();
+                let InFlight { workers, .. } = in_flight.pop_front().unwrap_or_default();
                 match outcome {
                     Some(Settled::Applied) => {}
                     Some(Settled::Recomputed(rows)) => {
@@ -578,10 +607,12 @@ async fn plan(
                         cache.forget(&workers);
                         cache.put(rows.into_iter().map(WorkerStart::from_row));
                         pending.replan(&cache, &scoring);
+                        unforeseen(&mut in_flight);
                     }
                     Some(Settled::Failed) | None => {
                         cache.forget(&workers);
                         pending.replan(&cache, &scoring);
+                        unforeseen(&mut in_flight);
                     }
                 }
             }
@@ -614,10 +645,15 @@ async fn plan(
         // A batch goes when the writer is free; a full one also while the writer commits the
         // batch before it, and a large one once that batch's COMMIT has begun (see `plan`), so
         // that the writer starts on it at once.
-        let full_behind = in_flight.len() == 1 && pending.jobs.len() >= max_batch;
-        let behind_a_commit = in_flight.len() == 1
+        // Not behind a batch the writer computes itself if the pending plan rests on rows that
+        // batch will change: the writer would compute that one again too, and the one behind it,
+        // and so on for as long as batches keep coming early (a backlog after a restart did).
+        let early = in_flight.len() == 1
+            && in_flight.front().is_some_and(|batch| batch.foreseen || !pending.rests_on(&batch.workers));
+        let full_behind = early && pending.jobs.len() >= max_batch;
+        let behind_a_commit = early
             && pending.jobs.len() >= limits.during_commit
-            && in_flight.front().is_some_and(|(seq, _)| *committing.borrow() == *seq);
+            && in_flight.front().is_some_and(|batch| *committing.borrow() == batch.seq);
         if !pending.jobs.is_empty() && (in_flight.is_empty() || full_behind || behind_a_commit) {
             if behind_a_commit && !full_behind {
                 counts.during_commit.fetch_add(1, Ordering::Relaxed);
@@ -633,7 +669,11 @@ async fn plan(
             workers.sort_unstable();
             workers.dedup();
             handed_over += 1;
-            in_flight.push_back((handed_over, workers.into_iter().map(str::to_owned).collect()));
+            in_flight.push_back(InFlight {
+                seq: handed_over,
+                workers: workers.into_iter().map(str::to_owned).collect(),
+                foreseen: plan.is_some(),
+            });
             if batches.send(Batch { seq: handed_over, jobs, plan }).await.is_err() {
                 tracing::error!("ingest writer is gone; queued reports are refused");
                 break;

@@ -226,6 +226,9 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         .max_connections(1)
         .min_connections(1)
         .acquire_timeout(options.connect_timeout)
+        // `writer_is_clean` makes a round trip of its own: the pool's ping before it would be a
+        // second one in every batch's transaction.
+        .test_before_acquire(false)
         .before_acquire(|conn, _| Box::pin(writer_is_clean(conn)))
         .connect_with(writer_connect)
         .await

@@ -27,6 +27,7 @@ backend_tests!(
     planned_ahead_stores_what_the_transaction_would,
     full_batches_handed_over_early_store_what_the_transaction_would,
     batches_handed_over_during_a_commit_store_what_the_transaction_would,
+    a_backlog_is_planned_ahead_after_a_batch_the_writer_computed,
     a_worker_row_changed_elsewhere_is_not_overwritten,
     the_store_works_after_the_writer_stops
 );
@@ -166,6 +167,30 @@ async fn stores_what_the_transaction_would(backend: Backend, config: IngestConfi
     ahead.close().await;
     reference.close().await;
     during_commit
+}
+
+/// A backlog of new workers: the first batches are computed in the writer's transaction (no row
+/// is cached yet), and the full batches behind them must not be handed over planned from rows
+/// those batches are about to change — each would be computed again in its turn, and so would
+/// the one behind it, for as long as the backlog lasts (every batch of a bulk load, measured).
+async fn a_backlog_is_planned_ahead_after_a_batch_the_writer_computed(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let now = Utc::now();
+    let (ingest, writer) = ingest::spawn(store.clone(), IngestConfig { max_batch: 8, ..IngestConfig::default() });
+    let jobs: Vec<_> = (0..50)
+        .flat_map(|i| ["alpha_worker", "beta_worker", "gamma_worker"].map(|worker| (run(worker, i, now), now)))
+        .collect();
+    let acks = ingest.submit_many(jobs).await.expect("queued");
+    assert!(acks.into_iter().all(|ack| matches!(ack, Ok(Ack::Stored(_)))));
+    let (ahead, in_transaction) = ingest.plan_counts();
+    assert!(ahead + in_transaction >= 150 / 8, "batches of at most 8: {ahead} + {in_transaction}");
+    assert!(
+        in_transaction <= 3,
+        "only the batches before every worker's row is known are computed in the transaction: \
+         {ahead} ahead, {in_transaction} in the transaction"
+    );
+    writer.shutdown().await;
+    store.close().await;
 }
 
 async fn a_worker_row_changed_elsewhere_is_not_overwritten(backend: Backend) {
