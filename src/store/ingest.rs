@@ -192,7 +192,12 @@ pub fn spawn(store: Store, config: IngestConfig) -> (Ingest, Writer) {
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
     let (health, _) = broadcast::channel(EVENTS_CAPACITY);
     let planned = Arc::new(PlanCounts::default());
-    let channels = Channels { executions: events.clone(), health: health.clone(), planned: planned.clone() };
+    let channels = Channels {
+        executions: events.clone(),
+        health: health.clone(),
+        planned: planned.clone(),
+        callers: tokio::runtime::Handle::try_current().ok(),
+    };
     let (finished, done) = oneshot::channel();
     let (batches_tx, batches_rx) = mpsc::channel(1);
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
@@ -709,8 +714,9 @@ async fn write(
 
 /// Commits one batch, tells the planner what became of it, and answers every caller in it.
 ///
-/// The planner hears first, as soon as the transaction has ended: it hands over the next batch
-/// while this thread answers the callers and drops the reports.
+/// The planner hears first, as soon as the transaction has ended; the callers are answered, and
+/// the reports dropped, by a task on the callers' runtime ([`Channels::callers`]) while this
+/// thread begins the next batch.
 async fn commit(
     store: &Store,
     scoring: &ScoringConfig,
@@ -768,8 +774,15 @@ async fn commit(
                     }
                 }
             }
-            for (ack, outcome) in acks.into_iter().zip(outcomes) {
-                let _ = ack.send(Ok(outcome));
+            let answer = move || {
+                for (ack, outcome) in acks.into_iter().zip(outcomes) {
+                    let _ = ack.send(Ok(outcome));
+                }
+                drop(jobs);
+            };
+            match &channels.callers {
+                Some(runtime) => drop(runtime.spawn(async move { answer() })),
+                None => answer(),
             }
         }
         Err(e) => {
@@ -788,6 +801,10 @@ struct Channels {
     executions: broadcast::Sender<Arc<Execution>>,
     health: broadcast::Sender<Arc<WorkerHealthChange>>,
     planned: Arc<PlanCounts>,
+    /// The runtime the callers wait on: a committed batch's callers are answered (and its reports
+    /// freed) by a task there, where waking each caller is a push onto a local queue, and not by
+    /// the writer, whose next transaction would wait for it.
+    callers: Option<tokio::runtime::Handle>,
 }
 
 fn publish_health(health: &broadcast::Sender<Arc<WorkerHealthChange>>, changes: Vec<WorkerHealthChange>) {
