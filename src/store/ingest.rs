@@ -653,12 +653,15 @@ async fn plan(
         // Not behind a batch the writer computes itself if the pending plan rests on rows that
         // batch will change: the writer would compute that one again too, and the one behind it,
         // and so on for as long as batches keep coming early (a backlog after a restart did).
-        let early = in_flight.len() == 1
-            && in_flight.front().is_some_and(|batch| batch.foreseen || !pending.rests_on(&batch.workers));
-        let full_behind = early && pending.jobs.len() >= max_batch;
-        let behind_a_commit = early
-            && pending.jobs.len() >= limits.during_commit
-            && in_flight.front().is_some_and(|batch| *committing.borrow() == batch.seq);
+        // Asked last: the sizes rule most loop turns out without scanning the batch's workers.
+        let early = || {
+            in_flight.len() == 1
+                && in_flight.front().is_some_and(|batch| batch.foreseen || !pending.rests_on(&batch.workers))
+        };
+        let full_behind = pending.jobs.len() >= max_batch && early();
+        let behind_a_commit = pending.jobs.len() >= limits.during_commit
+            && in_flight.front().is_some_and(|batch| *committing.borrow() == batch.seq)
+            && early();
         if !pending.jobs.is_empty() && (in_flight.is_empty() || full_behind || behind_a_commit) {
             if behind_a_commit && !full_behind {
                 counts.during_commit.fetch_add(1, Ordering::Relaxed);
