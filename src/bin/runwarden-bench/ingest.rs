@@ -4,6 +4,7 @@
 //! peak RSS are its own.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -176,22 +177,12 @@ impl ServerProcess {
 
     /// Peak resident memory (VmHWM) in MB.
     pub fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        memory_mb(self.child.id(), "VmHWM")
     }
 
     /// Current resident memory (VmRSS) in MB.
     pub fn rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        memory_mb(self.child.id(), "VmRSS")
     }
 
     pub fn stop(mut self) {
@@ -263,23 +254,68 @@ impl Shape {
 /// CPU seconds (user and system) process `pid` has used, from `/proc/PID/stat`; 0 if unreadable.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime is the 14th field overall.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    stat_cpu(&stat).map_or(0.0, |(_, ticks)| ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// `/proc`'s clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The command name and the user + system CPU ticks of a `/proc/.../stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, u64)> {
+    // The command name is in parentheses and may itself contain spaces or ')'; utime and stime
+    // are the 12th and 13th fields after it.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    Some((stat.get(open + 1..close)?, ticks(11) + ticks(12)))
+}
+
+/// A memory figure of process `pid` from `/proc/PID/status` (`VmRSS`, `VmHWM`), in MB; 0 if
+/// unreadable.
+pub fn memory_mb(pid: u32, key: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU ticks used so far by each thread of process `pid`, summed by thread name (tokio's
+/// workers share one name, as do sqlx's SQLite connection threads).
+fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        if let Some((name, ticks)) = stat_cpu(&stat) {
+            *by_name.entry(name.to_owned()).or_default() += ticks;
+        }
+    }
+    by_name
 }
 
 /// `runwarden-bench load`: drives the server at `addr` and prints what it got, with the CPU this
-/// load generator spent per report and, given the server's pid, the server's.
-pub async fn load(addr: &str, shape: Shape, in_flight: usize, duration: Duration, server_pid: Option<u32>) {
+/// load generator spent per report and, given the server's pid, the server's — in all and by
+/// thread name — and, every `rss_every`, the server's resident memory.
+pub async fn load(
+    addr: &str,
+    shape: Shape,
+    in_flight: usize,
+    duration: Duration,
+    server_pid: Option<u32>,
+    rss_every: Option<Duration>,
+) {
     let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
     let client =
         ReportServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
     let cpu = || (cpu_seconds(std::process::id()), server_pid.map(cpu_seconds));
+    let sampler = server_pid.zip(rss_every).map(|(pid, every)| tokio::spawn(sample_rss(pid, every, duration)));
+    let threads_before = server_pid.map(thread_ticks);
     let before = cpu();
     let (reports, elapsed, latencies) = drive(client, shape, in_flight, duration).await;
     let after = cpu();
+    let threads_after = server_pid.map(thread_ticks);
     let run = Run { name: "load".into(), reports, elapsed, latencies, server_cpu: None, peak_rss_mb: None };
     let per_report = |seconds: f64| seconds * 1e6 / reports.max(1) as f64;
     let server = match (before.1, after.1) {
@@ -294,6 +330,54 @@ pub async fn load(addr: &str, shape: Shape, in_flight: usize, duration: Duration
         super::ms(run.quantile(0.99)),
         per_report(after.0 - before.0),
     );
+    if let (Some(before), Some(after)) = (threads_before, threads_after) {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        let mut used: Vec<(String, u64)> = after
+            .into_iter()
+            .map(|(name, ticks)| {
+                let spent = ticks.saturating_sub(before.get(&name).copied().unwrap_or(0));
+                (name, spent)
+            })
+            .filter(|(_, spent)| *spent > 0)
+            .collect();
+        used.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        for (name, ticks) in used {
+            let cpu = ticks as f64 / TICKS_PER_SECOND;
+            println!("  server thread {name:<16} {:.3} cores, {:.1} µs/report", cpu / seconds, per_report(cpu));
+        }
+    }
+    if let (Some(sampler), Some(pid)) = (sampler, server_pid) {
+        let samples = sampler.await.unwrap_or_default();
+        let largest = samples.iter().map(|(_, mb)| *mb).fold(0.0, f64::max);
+        if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+            println!(
+                "server RSS: {:.1} MB at {:.0} s, {:.1} MB at {:.0} s, largest sample {largest:.1} MB, peak (VmHWM) {:.1} MB",
+                first.1,
+                first.0,
+                last.1,
+                last.0,
+                memory_mb(pid, "VmHWM"),
+            );
+        }
+    }
+}
+
+/// Samples the resident memory of process `pid` every `every` for `duration`, printing each
+/// sample as it is taken; returns (seconds since the start, MB).
+async fn sample_rss(pid: u32, every: Duration, duration: Duration) -> Vec<(f64, f64)> {
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut samples = Vec::new();
+    loop {
+        ticks.tick().await;
+        let at = started.elapsed();
+        if at > duration + every / 2 {
+            return samples;
+        }
+        let mb = memory_mb(pid, "VmRSS");
+        println!("  {:>6.0} s: server RSS {mb:.1} MB", at.as_secs_f64());
+        samples.push((at.as_secs_f64(), mb));
+    }
 }
 
 /// Drives `client` for `duration` with `in_flight` concurrent callers.
@@ -471,5 +555,23 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) ->
         latencies,
         server_cpu: None,
         peak_rss_mb: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stat_cpu;
+
+    #[test]
+    fn a_stat_line_gives_the_thread_name_and_its_user_plus_system_ticks() {
+        let line = "4242 (tokio-rt-worker) S 1 4242 4242 0 -1 4194368 3117 0 0 0 731 122 0 0 20 0 4 0 17 0";
+        assert_eq!(stat_cpu(line), Some(("tokio-rt-worker", 731 + 122)));
+    }
+
+    #[test]
+    fn a_name_with_spaces_and_parentheses_does_not_shift_the_fields() {
+        let line = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 9 0";
+        assert_eq!(stat_cpu(line), Some(("a) b (c)", 11)));
+        assert_eq!(stat_cpu("garbage"), None);
     }
 }

@@ -14,8 +14,9 @@
 //!   with heartbeats and watches, per-slice throughput, p99, RSS and errors, see `soak.rs`.
 //! - `runwarden-bench raw [--per-transaction 1000 --seconds 10]`: the storage limit alone.
 //! - `runwarden-bench load --addr HOST:PORT [--shape unary|stream:N|batch:N --in-flight 256]
-//!   [--server-pid PID]`: one ingest shape against a server that is already running, to profile it
-//!   meanwhile (`perf record -p PID`); prints the CPU per report of the load and of the server.
+//!   [--server-pid PID [--rss-every SECS]]`: one ingest shape against a server that is already
+//!   running, to profile it meanwhile (`perf record -p PID`); prints the CPU per report of the
+//!   load and of the server (by thread name too), and the server's RSS over the run.
 
 mod guardian;
 mod ingest;
@@ -167,9 +168,14 @@ enum Bench {
         in_flight: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
-        /// The server's process id, to print its CPU per report too (read from /proc).
+        /// The server's process id, to print its CPU per report too, in all and by thread name
+        /// (read from /proc).
         #[arg(long)]
         server_pid: Option<u32>,
+        /// With `--server-pid`: print the server's resident memory every this many seconds, and
+        /// the first, last and largest samples at the end (for growth over a long run).
+        #[arg(long, requires = "server_pid", value_parser = clap::value_parser!(u64).range(1..))]
+        rss_every: Option<u64>,
     },
     /// The storage limit on its own: raw inserts of the benchmark's rows into a fresh SQLite file
     /// (or the PostgreSQL database `--database` names), as the ingest benchmark measures it.
@@ -745,12 +751,13 @@ async fn main() {
             println!("{} rows in {:.1} s: {:.0}/s", run.reports, run.elapsed.as_secs_f64(), run.rate());
             let _ = std::fs::remove_dir_all(&dir);
         }
-        Bench::Load { addr, shape, in_flight, seconds, server_pid } => {
+        Bench::Load { addr, shape, in_flight, seconds, server_pid, rss_every } => {
             let Some(shape) = ingest::Shape::parse(&shape) else {
                 eprintln!("--shape must be unary, stream:N or batch:N, not {shape:?}");
                 std::process::exit(2);
             };
-            ingest::load(&addr, shape, in_flight, Duration::from_secs(seconds), server_pid).await;
+            let rss_every = rss_every.map(Duration::from_secs);
+            ingest::load(&addr, shape, in_flight, Duration::from_secs(seconds), server_pid, rss_every).await;
         }
         Bench::IngestAtScale { rows, seconds, rounds } => ingest_at_scale(rows, seconds, rounds.max(1)).await,
         Bench::Soak { seconds, slice, check } => {
