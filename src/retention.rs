@@ -123,8 +123,10 @@ struct Cutoffs {
 /// rows alternate firing, resolved, firing…, so the firing a resolution ends is the row just
 /// before it), it is fanned out itself, and each of its sends is delivered or given up (asked so,
 /// not as `state = 'pending'`, which SQLite answers from `idx_alert_sends_due`: every pending
-/// send, for each row, while a channel is down, instead of this row's few sends). Its sends go
-/// with it (`ON DELETE CASCADE`).
+/// send, for each row, while a channel is down, instead of this row's few sends), and no
+/// delivery attempt of its sends is left (attempts are kept by their own time, which may be long
+/// after the row's: without this, `ListAlertDeliveries` would list attempts whose alert is gone;
+/// `idx_alert_attempts_send`). Its sends go with it (`ON DELETE CASCADE`).
 fn statement(table: Table, cutoffs: Cutoffs, batch: u64) -> String {
     match table {
         Table::Executions => format!(
@@ -157,6 +159,8 @@ fn statement(table: Table, cutoffs: Cutoffs, batch: u64) -> String {
              ORDER BY n.id LIMIT 1) \
              AND NOT EXISTS (SELECT 1 FROM alert_sends s WHERE s.outbox_id = o.id \
              AND s.state <> 'delivered' AND s.state <> 'failed') \
+             AND NOT EXISTS (SELECT 1 FROM alert_sends s JOIN alert_attempts a ON a.send_id = s.id \
+             WHERE s.outbox_id = o.id) \
              ORDER BY o.created_at_us LIMIT {batch})",
             cutoffs.alerts
         ),
@@ -264,7 +268,8 @@ mod tests {
     }
 
     /// The outbox delete asks for a row's unfinished sends by `outbox_id`: a seek on
-    /// `idx_alert_sends_due` (every pending send) would grow with a channel's backlog.
+    /// `idx_alert_sends_due` (every pending send) would grow with a channel's backlog. It asks
+    /// for their attempts by `send_id`, not by reading every attempt.
     #[tokio::test]
     async fn the_alert_outbox_delete_reads_a_rows_own_sends() {
         use sea_orm::ConnectionTrait;
@@ -280,6 +285,11 @@ mod tests {
             "{plan:?}"
         );
         assert!(!plan.iter().any(|step| step.contains("idx_alert_sends_due")), "{plan:?}");
+        assert!(
+            plan.iter().any(|step| step.starts_with("SEARCH a USING")
+                && step.ends_with("INDEX idx_alert_attempts_send (send_id=?)")),
+            "the attempts of a row's sends are sought by send: {plan:?}"
+        );
         store.close().await;
     }
 }

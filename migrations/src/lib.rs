@@ -18,6 +18,7 @@ mod m20261128_000011_anomaly_resolve_index;
 mod m20261130_000012_anomaly_retention_index;
 mod m20261130_000013_alert_sends_outbox_index;
 mod m20261130_000014_alert_outbox_created_index;
+mod m20261130_000015_alert_attempts_send_index;
 
 mod add_index;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000012_anomaly_retention_index::Migration),
             Box::new(m20261130_000013_alert_sends_outbox_index::Migration),
             Box::new(m20261130_000014_alert_outbox_created_index::MIGRATION),
+            Box::new(m20261130_000015_alert_attempts_send_index::MIGRATION),
         ]
     }
 }

@@ -29,7 +29,8 @@ use crate::{
 
 backend_tests!(
     retention_deletes_in_batches_and_keeps_statistics,
-    retention_prunes_alert_history_alerting_no_longer_needs
+    retention_prunes_alert_history_alerting_no_longer_needs,
+    retention_keeps_an_alert_change_while_an_attempt_at_it_is_kept
 );
 
 async fn retention_deletes_in_batches_and_keeps_statistics(backend: Backend) {
@@ -141,7 +142,13 @@ async fn send(store: &Store, id: i64, at: DateTime<Utc>, next: Option<Next>) {
     let txn = store.begin_write().await.expect("begin");
     alerts::fan_out(&txn, &[(&row, vec!["oncall".to_owned()])], to_micros(at)).await.expect("fan out");
     txn.commit().await.expect("commit");
-    let Some(next) = next else { return };
+    if let Some(next) = next {
+        attempt(store, id, at, next).await;
+    }
+}
+
+/// Makes one attempt at `at` at the send of the outbox row `id` (due then), which `next` settles.
+async fn attempt(store: &Store, id: i64, at: DateTime<Utc>, next: Next) {
     let txn = store.begin_write().await.expect("begin");
     let claimed = alerts::claim_due(&txn, to_micros(at), 60_000_000, 1000).await.expect("claim");
     let (send, _) = claimed.iter().find(|(_, r)| r.id == id).expect("its send is due");
@@ -249,5 +256,45 @@ async fn retention_prunes_alert_history_alerting_no_longer_needs(backend: Backen
     assert_eq!((again.alert_changes, again.alert_attempts), (1, 0), "{again:?}");
     let kept: Vec<i64> = outbox(&store).await.into_keys().collect();
     assert_eq!(kept, vec![a3, b2, c1, c3, d1, d2]);
+    store.close().await;
+}
+
+/// A delivery attempt is kept by its own time, which can be long after its alert's state change
+/// (a channel that was down for weeks): the change stays while any attempt at it does, so every
+/// attempt `ListAlertDeliveries` lists still names its alert.
+async fn retention_keeps_an_alert_change_while_an_attempt_at_it_is_kept(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let store = Store::connect(&db.url, &Default::default()).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let now = Utc::now();
+    let ago = |days: i64| now - TimeDelta::days(days);
+    let fire = |at| AlertEvent::firing("w", "E", "WARNING", "E fired".to_owned(), serde_json::json!({}), at);
+
+    // E fired 120 days ago; the first attempt failed, the retry got through 60 days ago. It was
+    // resolved 110 days ago, and that was delivered at once.
+    let e1 = change(&store, fire(ago(120)), ago(120)).await;
+    send(&store, e1, ago(120), Some(Next::RetryAt(to_micros(ago(60))))).await;
+    attempt(&store, e1, ago(60), Next::Delivered).await;
+    let e2 = change(&store, AlertEvent::resolved("w", "E", ago(110)), ago(110)).await;
+    send(&store, e2, ago(110), Some(Next::Delivered)).await;
+    assert_eq!(count(&store, "alert_attempts").await, 3);
+
+    // The 90-day window: E's first two attempts go; the firing stays for the one 60 days old.
+    let clock = ManualClock::starting_at(now);
+    let retention = Retention::new(store.clone(), clock.clone(), RetentionConfig::default());
+    let pass = retention.run_once().await.expect("pass");
+    assert_eq!((pass.alert_changes, pass.alert_attempts), (0, 2), "{pass:?}");
+    assert_eq!(outbox(&store).await.into_keys().collect::<Vec<_>>(), vec![e1, e2]);
+    let listed = alerts::attempts(store.reader(), None, 100).await.expect("attempts");
+    assert_eq!(listed.len(), 1);
+    let (kept, row) = &listed[0];
+    assert!(kept.ok, "the retry that got through");
+    assert_eq!(row.as_ref().map(|r| (r.alert_key.as_str(), r.state.as_str())), Some(("w/E", "firing")));
+
+    // Once that attempt is past the window too, both go: the firing with it, in the same pass.
+    clock.advance(31 * 86_400);
+    let pass = retention.run_once().await.expect("pass");
+    assert_eq!((pass.alert_changes, pass.alert_attempts), (1, 1), "{pass:?}");
+    assert_eq!(outbox(&store).await.into_keys().collect::<Vec<_>>(), vec![e2], "E's state");
     store.close().await;
 }
