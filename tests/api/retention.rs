@@ -181,10 +181,17 @@ async fn count(store: &Store, table: &str) -> i64 {
     row.expect("count").expect("a row").try_get_by_index(0).expect("count")
 }
 
-async fn retention_prunes_alert_history_alerting_no_longer_needs(backend: Backend) {
+/// A fresh, migrated database of `backend` and the store on it (the database lives as long as
+/// the first).
+async fn migrated(backend: Backend) -> (TestDatabase, Store) {
     let db = TestDatabase::create(backend).await;
     let store = Store::connect(&db.url, &Default::default()).await.expect("open");
     store.migrate().await.expect("migrate");
+    (db, store)
+}
+
+async fn retention_prunes_alert_history_alerting_no_longer_needs(backend: Backend) {
+    let (_db, store) = migrated(backend).await;
     let now = Utc::now();
     let ago = |days: i64| now - TimeDelta::days(days);
     let fire =
@@ -263,9 +270,7 @@ async fn retention_prunes_alert_history_alerting_no_longer_needs(backend: Backen
 /// (a channel that was down for weeks): the change stays while any attempt at it does, so every
 /// attempt `ListAlertDeliveries` lists still names its alert.
 async fn retention_keeps_an_alert_change_while_an_attempt_at_it_is_kept(backend: Backend) {
-    let db = TestDatabase::create(backend).await;
-    let store = Store::connect(&db.url, &Default::default()).await.expect("open");
-    store.migrate().await.expect("migrate");
+    let (_db, store) = migrated(backend).await;
     let now = Utc::now();
     let ago = |days: i64| now - TimeDelta::days(days);
     let fire = |at| AlertEvent::firing("w", "E", "WARNING", "E fired".to_owned(), serde_json::json!({}), at);
