@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 
 use super::{
     Rng,
-    ingest::{Run, ServerProcess, Shape, measure},
+    ingest::{Run, ServerProcess, Shape, http_get, measure, metric_value},
     ms, runwarden_binary, tempfile_dir,
 };
 
@@ -169,10 +169,7 @@ pub async fn run(
                 "runwarden_ingest_commit_seconds",
             ] {
                 let pick = |suffix: &str| {
-                    text.lines()
-                        .find(|l| l.starts_with(&format!("{name}_{suffix}")))
-                        .and_then(|l| l.rsplit_once(' ').map(|(_, v)| v.to_owned()))
-                        .unwrap_or_else(|| "-".into())
+                    metric_value(&text, &format!("{name}_{suffix}")).map_or_else(|| "-".into(), |v| v.to_string())
                 };
                 println!("| {name}: count / sum s | {} / {} |", pick("count"), pick("sum"));
             }
@@ -338,14 +335,4 @@ fn own_cpu_seconds() -> f64 {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
-}
-
-/// A plain HTTP/1.0 GET (the bench has no HTTP client dependency).
-async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.ok()?;
-    Some(body)
 }

@@ -75,9 +75,12 @@ pub fn sample_report(i: u64) -> ExecutionReport {
     }
 }
 
-/// The wire limit: a tonic ReportService that stores nothing.
+/// The wire limit: a tonic ReportService that stores nothing. With a [`GroupCommit`] it answers
+/// unary calls in groups, as a group-commit writer does, still storing nothing.
 #[derive(Default)]
-pub struct EchoService;
+pub struct EchoService {
+    group: Option<GroupCommit>,
+}
 
 #[tonic::async_trait]
 impl ReportService for EchoService {
@@ -86,6 +89,9 @@ impl ReportService for EchoService {
         request: Request<SubmitReportRequest>,
     ) -> Result<Response<SubmitReportResponse>, Status> {
         let id = request.into_inner().report.map(|r| r.execution_id).unwrap_or_default();
+        if let Some(group) = &self.group {
+            group.wait().await;
+        }
         Ok(Response::new(SubmitReportResponse { execution_id: id, ..Default::default() }))
     }
 
@@ -110,13 +116,52 @@ impl ReportService for EchoService {
     }
 }
 
-/// Serves the echo service on `listen` and prints `addr=HOST:PORT` once bound.
-pub async fn serve_echo(listen: std::net::SocketAddr) {
+/// The cadence of a group-commit writer without its work: one thread takes every call waiting,
+/// "commits" them by sleeping for the commit time (no CPU spent), answers them all, and takes the
+/// calls that arrived meanwhile as the next group. A call therefore waits for the commit in
+/// progress and then for its own, as a report does at runwarden's writer; with runwarden's
+/// measured commit time, the echo's unary rate is the limit that cadence alone sets at a given
+/// number of calls in flight, before any CPU goes to storage.
+pub struct GroupCommit {
+    calls: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl GroupCommit {
+    pub fn spawn(commit: Duration) -> GroupCommit {
+        let (calls, waiting) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+        std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || {
+                while let Ok(first) = waiting.recv() {
+                    let group: Vec<_> = std::iter::once(first).chain(waiting.try_iter()).collect();
+                    std::thread::sleep(commit);
+                    for call in group {
+                        let _ = call.send(());
+                    }
+                }
+            })
+            .expect("spawn the group-commit thread");
+        GroupCommit { calls }
+    }
+
+    /// Returns once a group holding this call has "committed".
+    pub async fn wait(&self) {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        if self.calls.send(answer).is_ok() {
+            let _ = answered.await;
+        }
+    }
+}
+
+/// Serves the echo service on `listen` and prints `addr=HOST:PORT` once bound; with `commit`,
+/// unary calls are answered in groups that each take that long ([`GroupCommit`]).
+pub async fn serve_echo(listen: std::net::SocketAddr, commit: Option<Duration>) {
     let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
     println!("addr={}", listener.local_addr().expect("addr"));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let service = EchoService { group: commit.map(GroupCommit::spawn) };
     tonic::transport::Server::builder()
-        .add_service(ReportServiceServer::new(EchoService).max_decoding_message_size(64 << 20))
+        .add_service(ReportServiceServer::new(service).max_decoding_message_size(64 << 20))
         .serve_with_incoming(incoming)
         .await
         .expect("echo server");
@@ -183,6 +228,12 @@ impl ServerProcess {
     /// Current resident memory (VmRSS) in MB.
     pub fn rss_mb(&self) -> f64 {
         memory_mb(self.child.id(), "VmRSS")
+    }
+
+    /// The value of the sample `name` (a full series name, `runwarden_ingest_commit_seconds_sum`
+    /// say) on the server's `/metrics`, if it has one.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&http_get(&self.addr, "/metrics").await?, name)
     }
 
     pub fn stop(mut self) {
@@ -310,12 +361,14 @@ pub async fn load(
     let client =
         ReportServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
     let cpu = || (cpu_seconds(std::process::id()), server_pid.map(cpu_seconds));
-    let sampler = server_pid.zip(rss_every).map(|(pid, every)| tokio::spawn(sample_rss(pid, every, duration)));
+    let (run_ended, ended) = tokio::sync::oneshot::channel();
+    let sampler = server_pid.zip(rss_every).map(|(pid, every)| tokio::spawn(sample_rss(pid, every, ended)));
     let threads_before = server_pid.map(thread_ticks);
     let before = cpu();
     let (reports, elapsed, latencies) = drive(client, shape, in_flight, duration).await;
     let after = cpu();
     let threads_after = server_pid.map(thread_ticks);
+    let _ = run_ended.send(());
     let run = Run { name: "load".into(), reports, elapsed, latencies, server_cpu: None, peak_rss_mb: None };
     let per_report = |seconds: f64| seconds * 1e6 / reports.max(1) as f64;
     let server = match (before.1, after.1) {
@@ -362,22 +415,41 @@ pub async fn load(
     }
 }
 
-/// Samples the resident memory of process `pid` every `every` for `duration`, printing each
-/// sample as it is taken; returns (seconds since the start, MB).
-async fn sample_rss(pid: u32, every: Duration, duration: Duration) -> Vec<(f64, f64)> {
+/// Samples the resident memory of process `pid` every `every` until `done` fires (the run's end),
+/// and once more then, printing each sample as it is taken; returns (seconds since the start, MB).
+async fn sample_rss(pid: u32, every: Duration, mut done: tokio::sync::oneshot::Receiver<()>) -> Vec<(f64, f64)> {
     let started = Instant::now();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut samples = Vec::new();
     loop {
-        ticks.tick().await;
-        let at = started.elapsed();
-        if at > duration + every / 2 {
+        let end = tokio::select! {
+            _ = ticks.tick() => false,
+            _ = &mut done => true,
+        };
+        let at = started.elapsed().as_secs_f64();
+        let mb = memory_mb(pid, "VmRSS");
+        println!("  {at:>6.0} s: server RSS {mb:.1} MB{}", if end { " (end of the run)" } else { "" });
+        samples.push((at, mb));
+        if end {
             return samples;
         }
-        let mb = memory_mb(pid, "VmRSS");
-        println!("  {:>6.0} s: server RSS {mb:.1} MB", at.as_secs_f64());
-        samples.push((at.as_secs_f64(), mb));
     }
+}
+
+/// The answer to `GET path` on `addr`, headers included: plain HTTP/1.0, as the bench has no HTTP
+/// client dependency.
+pub async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.ok()?;
+    Some(body)
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Drives `client` for `duration` with `in_flight` concurrent callers.
@@ -560,7 +632,19 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) ->
 
 #[cfg(test)]
 mod tests {
-    use super::stat_cpu;
+    use super::{metric_value, stat_cpu};
+
+    #[test]
+    fn a_metric_is_read_by_its_whole_name() {
+        let text = "# TYPE runwarden_ingest_commit_seconds histogram\n\
+                    runwarden_ingest_commit_seconds_bucket{le=\"0.005\"} 7\n\
+                    runwarden_ingest_commit_seconds_sum 0.0125\n\
+                    runwarden_ingest_commit_seconds_count 9\n";
+        assert_eq!(metric_value(text, "runwarden_ingest_commit_seconds_sum"), Some(0.0125));
+        assert_eq!(metric_value(text, "runwarden_ingest_commit_seconds_count"), Some(9.0));
+        assert_eq!(metric_value(text, "runwarden_ingest_commit_seconds"), None);
+        assert_eq!(metric_value(text, "runwarden_ingest_batch_size_sum"), None);
+    }
 
     #[test]
     fn a_stat_line_gives_the_thread_name_and_its_user_plus_system_ticks() {

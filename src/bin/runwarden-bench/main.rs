@@ -193,6 +193,10 @@ enum Bench {
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+        /// Answer unary calls in groups, each "committed" by a sleep of this many microseconds
+        /// (no CPU), as a group-commit writer would: the limit its cadence alone sets.
+        #[arg(long)]
+        commit_us: Option<u64>,
     },
 }
 
@@ -520,10 +524,37 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
         }
         let wire = format!("tonic echo, unary, 256 in flight (wire limit, before and after {label} unary@256)");
         let before = measure(&wire, &echo, Shape::Unary, 256, d).await;
+        // (The mean includes the 0.3 s warm-up at 16 in flight, whose commits are shorter: it errs
+        // towards a faster cadence, so the limit below is not understated.)
+        let commits_before = commit_totals(&server).await;
         let unary = measure(&format!("runwarden {label}, unary, 256 in flight"), &server, Shape::Unary, 256, d).await;
+        let commit = mean_commit(commits_before, commit_totals(&server).await);
         let after = measure(&wire, &echo, Shape::Unary, 256, d).await;
         let (unary_256, echo_rate) = (unary.rate(), (before.rate() + after.rate()) / 2.0);
         runs.extend([before, unary, after]);
+        // What the cadence of group commit alone allows: an echo answering in groups that each
+        // take as long as runwarden's commits just took, spending no CPU on them.
+        let cadence = match commit {
+            Some(commit) => {
+                let us = commit.as_micros().max(1).to_string();
+                let grouped =
+                    ServerProcess::start(me.to_str().expect("utf-8 path"), &["echo-server", "--commit-us", &us]);
+                let name = format!(
+                    "tonic echo, unary, 256 in flight, answered in groups of {:.2} ms (the mean commit of {label} unary@256; no storage)",
+                    commit.as_secs_f64() * 1e3
+                );
+                let run = measure(&name, &grouped, Shape::Unary, 256, d).await;
+                grouped.stop();
+                let rate = run.rate();
+                runs.push(run);
+                format!(
+                    "; an echo answering in groups of {:.2} ms (that mean commit, no CPU) = {:.2} of the wire",
+                    commit.as_secs_f64() * 1e3,
+                    rate / echo_rate
+                )
+            }
+            None => String::new(),
+        };
 
         // The storage limit at 1,000 rows per transaction (what the ratio targets are stated
         // against) before and after the bulk runs, and once at the writer's own largest
@@ -559,7 +590,7 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
         runs.extend(bulk);
         runs.extend([raw_after, raw_largest]);
         summary.push(format!(
-            "{label}: unary@256 / wire = {:.2} (echo {echo_rate:.0}/s, the mean of the runs before and after); \
+            "{label}: unary@256 / wire = {:.2} (echo {echo_rate:.0}/s, the mean of the runs before and after{cadence}); \
              best stream-or-batch / storage = {:.2} (raw inserts {raw_1000:.0}/s, the mean of the runs before and \
              after; at {} per transaction: {:.2}); server RSS now {rss:.0} MB, peak {peak:.0} MB",
             unary_256 / echo_rate,
@@ -589,6 +620,20 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
     for line in summary {
         println!("{line}");
     }
+}
+
+/// The server's commit histogram so far: (commits, seconds), from `/metrics`.
+async fn commit_totals(server: &ingest::ServerProcess) -> Option<(f64, f64)> {
+    let count = server.metric("runwarden_ingest_commit_seconds_count").await?;
+    let sum = server.metric("runwarden_ingest_commit_seconds_sum").await?;
+    Some((count, sum))
+}
+
+/// The mean commit between two [`commit_totals`], if there was one.
+fn mean_commit(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<Duration> {
+    let ((count_0, sum_0), (count_1, sum_1)) = (before.unwrap_or((0.0, 0.0)), after?);
+    let commits = count_1 - count_0;
+    (commits >= 1.0).then(|| Duration::from_secs_f64(((sum_1 - sum_0) / commits).max(0.0)))
 }
 
 fn runwarden_binary() -> String {
@@ -743,7 +788,9 @@ async fn main() {
         Bench::Ingest { quick, seconds, postgres } => {
             ingest_bench(seconds.unwrap_or(if quick { 2 } else { 10 }), postgres).await;
         }
-        Bench::EchoServer { listen } => ingest::serve_echo(listen).await,
+        Bench::EchoServer { listen, commit_us } => {
+            ingest::serve_echo(listen, commit_us.map(Duration::from_micros)).await;
+        }
         Bench::Raw { per_transaction, seconds, database } => {
             let dir = tempfile_dir();
             let url = database.unwrap_or_else(|| format!("sqlite://{}/raw.db?mode=rwc", dir.display()));
@@ -772,5 +819,21 @@ async fn main() {
         Bench::Guardian { streams, heartbeats, batch, rounds, seconds, tick_seconds, flush_seconds } => {
             guardian::run(streams, heartbeats, batch, rounds, seconds, tick_seconds, flush_seconds).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::mean_commit;
+
+    #[test]
+    fn the_mean_commit_is_taken_over_the_commits_between_two_readings() {
+        let mean = mean_commit(Some((10.0, 0.5)), Some((30.0, 0.58))).map(|d| d.as_secs_f64());
+        assert!(mean.is_some_and(|s| (s - 0.004).abs() < 1e-9), "{mean:?}");
+        assert_eq!(mean_commit(None, Some((4.0, 0.02))), Some(Duration::from_millis(5)));
+        assert_eq!(mean_commit(Some((7.0, 0.1)), Some((7.0, 0.1))), None);
+        assert_eq!(mean_commit(Some((7.0, 0.1)), None), None);
     }
 }
