@@ -180,7 +180,7 @@ enum Bench {
     /// The storage limit on its own: raw inserts of the benchmark's rows into a fresh SQLite file
     /// (or the PostgreSQL database `--database` names), as the ingest benchmark measures it.
     Raw {
-        /// Rows per transaction (a multiple of 200).
+        /// Rows per transaction.
         #[arg(long, default_value_t = 1000)]
         per_transaction: u64,
         #[arg(long, default_value_t = 10)]
