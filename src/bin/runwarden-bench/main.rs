@@ -109,6 +109,9 @@ enum Bench {
         /// Length of each sample.
         #[arg(long, default_value_t = 60)]
         slice: u64,
+        /// The rate to hold, as a fraction of the capacity measured first (above 0, at most 1).
+        #[arg(long, default_value_t = 0.5, value_parser = fraction)]
+        fraction: f64,
         /// Exit 1 unless the run was steady (zero errors, rate, p99, RSS).
         #[arg(long)]
         check: bool,
@@ -636,6 +639,15 @@ fn mean_commit(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<
     (commits >= 1.0).then(|| Duration::from_secs_f64(((sum_1 - sum_0) / commits).max(0.0)))
 }
 
+/// Parses `--fraction`: a number above 0 and at most 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value <= 1.0 => Ok(value),
+        Ok(value) => Err(format!("{value} is not above 0 and at most 1")),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
+}
+
 fn runwarden_binary() -> String {
     let me = std::env::current_exe().expect("current exe");
     me.with_file_name("runwarden").to_str().expect("utf-8 path").to_owned()
@@ -807,8 +819,8 @@ async fn main() {
             ingest::load(&addr, shape, in_flight, Duration::from_secs(seconds), server_pid, rss_every).await;
         }
         Bench::IngestAtScale { rows, seconds, rounds } => ingest_at_scale(rows, seconds, rounds.max(1)).await,
-        Bench::Soak { seconds, slice, check } => {
-            if !soak::run(&runwarden_binary(), seconds, slice, check).await {
+        Bench::Soak { seconds, slice, fraction, check } => {
+            if !soak::run(&runwarden_binary(), seconds, slice, fraction, check).await {
                 std::process::exit(1);
             }
         }
@@ -826,7 +838,7 @@ async fn main() {
 mod tests {
     use std::time::Duration;
 
-    use super::mean_commit;
+    use super::{fraction, mean_commit};
 
     #[test]
     fn the_mean_commit_is_taken_over_the_commits_between_two_readings() {
@@ -835,5 +847,14 @@ mod tests {
         assert_eq!(mean_commit(None, Some((4.0, 0.02))), Some(Duration::from_millis(5)));
         assert_eq!(mean_commit(Some((7.0, 0.1)), Some((7.0, 0.1))), None);
         assert_eq!(mean_commit(Some((7.0, 0.1)), None), None);
+    }
+
+    #[test]
+    fn a_soak_fraction_is_above_zero_and_at_most_one() {
+        assert_eq!(fraction("0.25"), Ok(0.25));
+        assert_eq!(fraction("1"), Ok(1.0));
+        for bad in ["0", "-0.5", "1.5", "NaN", "half"] {
+            assert!(fraction(bad).is_err(), "{bad} accepted");
+        }
     }
 }
