@@ -5,11 +5,14 @@
 //! growth over the second half of the run under 15 %, and peak RSS under 200 MB. CI runs a
 //! 60-second version at a quarter of the capacity with `--check`.
 //!
-//! RSS is judged from the middle of the run, not the first slice: the SQLite page caches (32 MiB
-//! for the writer by default) fill as the database grows, so RSS rises early and then holds —
-//! how far it has got by the first slice depends on the machine's speed (on a machine half as
-//! fast, the 60-second soak's RSS rose 73 → 92 MB, +25 %, flat for its last 10 s). A leak keeps
-//! growing in the second half; a filling cache does not.
+//! RSS must not be confused with the SQLite writer's page cache (32 MiB by default), which fills as
+//! the database grows and then holds. Before anything is measured the soak therefore streams
+//! reports until the database file is twice that cache ([`WARM_UP_BYTES`]), so that the cache is
+//! full when the soak starts, however fast the machine is: without this, a CI soak at a quarter of
+//! a slow machine's capacity wrote too little to fill it in 60 s and its RSS rose 16 % over the
+//! second half; filled first, the same soak's RSS held flat (77.3 → 77.3 MB). RSS is still judged over the second half, and each slice
+//! shows the database file's size beside it, so a reader can tell a leak (RSS grows, the database
+//! does not explain it) from a cache.
 
 use std::{
     sync::{
@@ -38,6 +41,17 @@ const SEND_BUDGET: Duration = Duration::from_millis(25);
 const STREAMS: usize = 200;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
+/// The size of the database file the warm-up fills to: twice the writer's page cache, so that the
+/// cache has held as many distinct pages as it can. The file alone, not its WAL: the WAL file is
+/// reused, not shrunk, after a checkpoint, and holds many copies of the pages each commit changes
+/// (in a first version that counted it, 49 MB of file and WAL were 10 MB of file, and RSS rose
+/// 68 → 76 MB over the soak as the file grew 61 → 73 MB; filled to 74 MB of file it was flat).
+const WARM_UP_BYTES: u64 = runwarden::store::DEFAULT_WRITER_CACHE_MIB as u64 * 2 * 1024 * 1024;
+
+/// The warm-up stops here even if the database is still smaller (a very slow machine); the soak
+/// then says so.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(120);
+
 #[derive(Default)]
 struct Slice {
     latencies: Vec<Duration>,
@@ -50,6 +64,20 @@ pub async fn run(binary: &str, seconds: u64, slice: u64, fraction: f64, check: b
     let url = format!("sqlite://{}/soak.db?mode=rwc", dir.display());
     let server =
         ServerProcess::start(binary, &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
+    let database = dir.join("soak.db");
+    let warm_up = Instant::now();
+    while database_bytes(&database) < WARM_UP_BYTES && warm_up.elapsed() < WARM_UP_LIMIT {
+        measure("warm-up", &server, Shape::Stream(100), 4, Duration::from_secs(2)).await;
+    }
+    let warmed = database_bytes(&database);
+    let short =
+        if warmed < WARM_UP_BYTES { " (short of the target: the writer's cache may still be filling)" } else { "" };
+    println!(
+        "warm-up: database file {:.1} MB after {:.0} s of streaming{short}; server RSS {:.1} MB",
+        mb(warmed),
+        warm_up.elapsed().as_secs_f64(),
+        server.rss_mb()
+    );
     let capacity = measure("capacity", &server, Shape::Unary, 64, Duration::from_secs(10)).await.rate();
     let target = capacity * fraction;
     let sender_count = MIN_SENDERS.max((target * SEND_BUDGET.as_secs_f64()).ceil() as u64);
@@ -143,8 +171,8 @@ pub async fn run(binary: &str, seconds: u64, slice: u64, fraction: f64, check: b
         }));
     }
 
-    println!("| second | reports/s | p50 ms | p99 ms | errors | server RSS MB |");
-    println!("|---|---|---|---|---|---|");
+    println!("| second | reports/s | p50 ms | p99 ms | errors | server RSS MB | database file MB |");
+    println!("|---|---|---|---|---|---|---|");
     let mut rows: Vec<(f64, Duration, u64, f64)> = Vec::new();
     let mut slice_start = Instant::now();
     while Instant::now() < deadline {
@@ -159,11 +187,12 @@ pub async fn run(binary: &str, seconds: u64, slice: u64, fraction: f64, check: b
         let rate = latencies.len() as f64 / elapsed;
         let rss = server.rss_mb();
         println!(
-            "| {:.0} | {rate:.0} | {:.2} | {:.2} | {} | {rss:.1} |",
+            "| {:.0} | {rate:.0} | {:.2} | {:.2} | {} | {rss:.1} | {:.1} |",
             started.elapsed().as_secs_f64(),
             quantile(0.5).as_secs_f64() * 1000.0,
             quantile(0.99).as_secs_f64() * 1000.0,
             taken.errors,
+            mb(database_bytes(&database)),
         );
         rows.push((rate, quantile(0.99), taken.errors, rss));
     }
@@ -183,6 +212,16 @@ pub async fn run(binary: &str, seconds: u64, slice: u64, fraction: f64, check: b
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
     verdict(&rows, target, background_errors, check)
+}
+
+/// The size of the database file (zero before it exists). Pages still only in the WAL are not
+/// counted: the file catches up at each checkpoint.
+fn database_bytes(database: &std::path::Path) -> u64 {
+    std::fs::metadata(database).map(|m| m.len()).unwrap_or(0)
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Prints (and with `check`, enforces) the steadiness criteria of the module docs. The last
