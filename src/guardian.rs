@@ -12,6 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use pbjson_types::{Struct, Value, value::Kind};
 use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api::Clock,
@@ -56,6 +57,12 @@ pub struct Guardian {
     /// write never revives an ended stream).
     known: std::sync::Mutex<HashMap<String, (TrackedStream, DateTime<Utc>)>>,
     status: watch::Sender<GuardianStatus>,
+    /// The tasks that track this server's own live watches ([`crate::api::guardian::track_watch`]):
+    /// a stopping server waits for them to record their streams as closed before it closes the
+    /// database.
+    watches: TaskTracker,
+    /// Cancelled when the server begins to drain: every live watch then ends.
+    stopping: CancellationToken,
 }
 
 /// What [`Guardian::heartbeat_batch`] did.
@@ -135,6 +142,8 @@ impl Guardian {
             heartbeats: Default::default(),
             known: Default::default(),
             status,
+            watches: TaskTracker::new(),
+            stopping: CancellationToken::new(),
         });
         let weak = Arc::downgrade(&guardian);
         tokio::spawn(async move {
@@ -160,6 +169,30 @@ impl Guardian {
 
     pub fn config(&self) -> &GuardianConfig {
         &self.config
+    }
+
+    /// Runs `task`, the tracking of one of this server's live watches, where
+    /// [`Guardian::watches_closed`] waits for it.
+    pub(crate) fn spawn_watch(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.watches.spawn(task);
+    }
+
+    /// Resolves when the server begins to stop: live watches end then.
+    pub(crate) async fn stopping(&self) {
+        self.stopping.cancelled().await;
+    }
+
+    /// Ends every live watch (their clients are told to reconnect): the server is draining, and an
+    /// open watch would otherwise hold its connection open until the shutdown timeout.
+    pub fn stop_watches(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Waits, at most `within`, until every live watch has ended and recorded its stream as
+    /// closed. False if some had not.
+    pub async fn watches_closed(&self, within: std::time::Duration) -> bool {
+        self.watches.close();
+        tokio::time::timeout(within, self.watches.wait()).await.is_ok()
     }
 
     pub fn now(&self) -> DateTime<Utc> {

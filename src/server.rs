@@ -1,8 +1,9 @@
 //! Assembly: one listener serves gRPC (h2c), grpc-web (HTTP/1.1 and h2), the REST shim,
 //! health, reflection and `/metrics`. [`App::build`] opens and migrates the database, starts the
 //! writer and binds the port (port 0 allowed); [`App::run_until_stopped`] serves until the
-//! shutdown future fires, then drains: health NOT_SERVING, stop accepting, finish in-flight
-//! requests (bounded), flush the writer, stop background tasks.
+//! shutdown future fires, then drains: health NOT_SERVING, end live watches (UNAVAILABLE: their
+//! clients reconnect elsewhere), stop accepting, finish in-flight requests (bounded), stop
+//! background tasks, record the watches' streams as closed, flush the writer.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -316,6 +317,7 @@ impl App {
             ..
         } = self;
         let (draining_tx, mut draining) = watch::channel(false);
+        let watches = guardian.clone();
         let probe = spawn_health_probe(store.clone(), health.clone(), draining.clone());
         let guardian_task = background_tasks.then(|| tokio::spawn(crate::guardian::run(guardian, draining.clone())));
         let detector_task = background_tasks.then(|| tokio::spawn(crate::detector::run(detector, draining.clone())));
@@ -323,11 +325,13 @@ impl App {
         let alerts_task = background_tasks.then(|| tokio::spawn(crate::alerts::run(alerts, draining.clone())));
 
         let signal_health = health.clone();
+        let signal_watches = watches.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutdown requested: draining");
             set_health(&signal_health, ServingStatus::NotServing).await;
             let _ = draining_tx.send(true);
+            signal_watches.stop_watches();
         };
         let server = transport::serve(listener, router, tls, &limits, signal);
         let deadline = async move {
@@ -345,6 +349,10 @@ impl App {
         join_background(detector_task, "detector task failed").await;
         join_background(retention_task, "retention task failed").await;
         join_background(alerts_task, "alert sender failed").await;
+        // Live watches record their streams as closed, which needs the database.
+        if !watches.watches_closed(WATCHES_CLOSE_WITHIN).await {
+            tracing::warn!(timeout_s = WATCHES_CLOSE_WITHIN.as_secs(), "live watches did not close in time");
+        }
         writer.shutdown().await;
         probe.abort();
         if let Some(task) = replica_events {
@@ -355,6 +363,9 @@ impl App {
         result
     }
 }
+
+/// How long a stopping server waits for its live watches to record their streams as closed.
+const WATCHES_CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Waits for a background task started by [`App::run_until_stopped`], if it was started.
 async fn join_background(task: Option<tokio::task::JoinHandle<()>>, failure: &str) {

@@ -34,7 +34,8 @@ const WATCH_HEALTH_BUFFER: usize = 256;
 pub type LiveStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Registers a server-side watch as a tracked stream, heartbeats it while the client is
-/// connected, and closes it when the client goes away. Returns the task's handle on `sender`.
+/// connected, and closes it when the client goes away or, when the server stops, ends the watch
+/// with UNAVAILABLE (reconnect, to another replica or to this one restarted) and closes it then.
 pub(crate) async fn track_watch<T: Send + 'static>(
     guardian: Arc<Guardian>,
     stream_type: &str,
@@ -45,19 +46,26 @@ pub(crate) async fn track_watch<T: Send + 'static>(
         guardian.open(OpenStreamRequest { stream_type: stream_type.to_owned(), owner, ..Default::default() }).await?;
     let every =
         (guardian.config().stale_after / 3).to_std().unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(100));
-    tokio::spawn(async move {
+    let tracker = guardian.clone();
+    tracker.spawn_watch(async move {
         let mut beat = tokio::time::interval(every);
-        loop {
+        let reason = loop {
             tokio::select! {
-                () = sender.closed() => break,
+                () = sender.closed() => break "client disconnected",
+                () = guardian.stopping() => {
+                    // The watch's response ends with this status; the task forwarding events
+                    // stops at its next send.
+                    let _ = sender.try_send(Err(Status::unavailable("the server is shutting down; reconnect")));
+                    break "server shutting down";
+                }
                 _ = beat.tick() => {
                     if let Err(e) = guardian.heartbeat(&opened.stream_id).await {
                         tracing::debug!(error = %e, stream = %opened.stream_id, "watch heartbeat refused");
                     }
                 }
             }
-        }
-        if let Err(e) = guardian.close(&opened.stream_id, "client disconnected").await {
+        };
+        if let Err(e) = guardian.close(&opened.stream_id, reason).await {
             tracing::warn!(error = %e, stream = %opened.stream_id, "cannot close watch stream");
         }
     });

@@ -8,7 +8,11 @@ use std::{
     time::Duration,
 };
 
-use runwarden::proto::v1::{SubmitReportRequest, report_service_client::ReportServiceClient};
+use runwarden::proto::v1::{
+    ListStreamsRequest, StreamState, SubmitReportRequest, WatchExecutionsRequest, WatchHealthRequest,
+    guardian_service_client::GuardianServiceClient, query_service_client::QueryServiceClient,
+    report_service_client::ReportServiceClient,
+};
 use tonic::transport::Channel;
 
 use crate::{
@@ -18,6 +22,7 @@ use crate::{
 
 backend_tests!(
     data_survives_a_restart,
+    a_graceful_stop_closes_the_streams_of_open_watches,
     sigterm_under_load_loses_no_acked_report,
     sigkill_under_load_loses_no_acked_report
 );
@@ -161,6 +166,51 @@ async fn signal_under_load(db: &TestDatabase, signal: &str, delay: Duration) -> 
         assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
     }
     acked.lock().expect("lock").clone()
+}
+
+/// The streams the server tracks for its own live watches (a dashboard's WatchExecutions and
+/// WatchHealth) are recorded as closed when the server stops gracefully, not left open to be
+/// counted as orphans by the next start's guardian. The closes need the database, so they must
+/// happen before the server closes it.
+async fn a_graceful_stop_closes_the_streams_of_open_watches(backend: Backend) {
+    let db = TestDatabase::create(backend).await;
+    let (mut child, addr) = start_binary(&db);
+    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    let executions = QueryServiceClient::new(channel.clone()).watch_executions(WatchExecutionsRequest::default()).await;
+    let health = GuardianServiceClient::new(channel.clone()).watch_health(WatchHealthRequest::default()).await;
+    let mut executions = executions.expect("watch executions").into_inner();
+    let mut health = health.expect("watch health").into_inner();
+    health.message().await.expect("the guardian's status comes first");
+    let mut guardian = GuardianServiceClient::new(channel);
+    let listed = guardian.list_streams(ListStreamsRequest::default()).await.expect("list").into_inner().streams;
+    assert_eq!(listed.len(), 2, "each watch is a tracked stream: {listed:?}");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    // Each watch ends at once, telling its client to reconnect (not at the shutdown timeout).
+    assert_eq!(end_of(&mut executions).await, tonic::Code::Unavailable);
+    assert_eq!(end_of(&mut health).await, tonic::Code::Unavailable);
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+
+    let app = spawn_app_with(db, |_| {}).await;
+    let streams = app.guardian.list(None, None, None, 100).await.expect("list after the restart");
+    assert_eq!(streams.len(), 2);
+    for stream in streams {
+        assert_eq!(stream.state(), StreamState::Closed, "{stream:?}");
+        assert!(stream.closed_at.is_some(), "{stream:?}");
+    }
+}
+
+/// The status a live stream ends with, after whatever messages come before it.
+async fn end_of<T>(stream: &mut tonic::Streaming<T>) -> tonic::Code {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => return status.code(),
+        }
+    }
 }
 
 async fn sigterm_under_load_loses_no_acked_report(backend: Backend) {
