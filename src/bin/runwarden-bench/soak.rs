@@ -10,9 +10,9 @@
 //! reports until the database file is twice that cache ([`WARM_UP_BYTES`]), so that the cache is
 //! full when the soak starts, however fast the machine is: without this, a CI soak at a quarter of
 //! a slow machine's capacity wrote too little to fill it in 60 s and its RSS rose 16 % over the
-//! second half; filled first, the same soak's RSS held flat (77.3 → 77.3 MB). RSS is still judged over the second half, and each slice
-//! shows the database file's size beside it, so a reader can tell a leak (RSS grows, the database
-//! does not explain it) from a cache.
+//! second half; filled first, the same soak's RSS held flat (77.3 → 77.3 MB). RSS is still judged
+//! over the second half, and each slice shows the database file's size beside it, so a reader can
+//! tell a leak (RSS grows, the database does not explain it) from a cache.
 
 use std::{
     sync::{
@@ -43,9 +43,8 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// The size of the database file the warm-up fills to: twice the writer's page cache, so that the
 /// cache has held as many distinct pages as it can. The file alone, not its WAL: the WAL file is
-/// reused, not shrunk, after a checkpoint, and holds many copies of the pages each commit changes
-/// (in a first version that counted it, 49 MB of file and WAL were 10 MB of file, and RSS rose
-/// 68 → 76 MB over the soak as the file grew 61 → 73 MB; filled to 74 MB of file it was flat).
+/// reused, not shrunk, after a checkpoint, and holds many copies of the pages each commit changes,
+/// so its size overstates the distinct pages written (docs/performance.md, twenty-second session).
 const WARM_UP_BYTES: u64 = runwarden::store::DEFAULT_WRITER_CACHE_MIB as u64 * 2 * 1024 * 1024;
 
 /// The warm-up stops here even if the database is still smaller (a very slow machine); the soak
