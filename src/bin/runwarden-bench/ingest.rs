@@ -77,7 +77,6 @@ pub fn sample_report(i: u64) -> ExecutionReport {
 
 /// The wire limit: a tonic ReportService that stores nothing. With a [`GroupCommit`] it answers
 /// unary calls in groups, as a group-commit writer does, still storing nothing.
-#[derive(Default)]
 pub struct EchoService {
     group: Option<GroupCommit>,
 }

@@ -539,20 +539,18 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
         // take as long as runwarden's commits just took, spending no CPU on them.
         let cadence = match commit {
             Some(commit) => {
-                let us = commit.as_micros().max(1).to_string();
+                let (us, ms) = (commit.as_micros().max(1).to_string(), commit.as_secs_f64() * 1e3);
                 let grouped =
                     ServerProcess::start(me.to_str().expect("utf-8 path"), &["echo-server", "--commit-us", &us]);
                 let name = format!(
-                    "tonic echo, unary, 256 in flight, answered in groups of {:.2} ms (the mean commit of {label} unary@256; no storage)",
-                    commit.as_secs_f64() * 1e3
+                    "tonic echo, unary, 256 in flight, answered in groups of {ms:.2} ms (the mean commit of {label} unary@256; no storage)"
                 );
                 let run = measure(&name, &grouped, Shape::Unary, 256, d).await;
                 grouped.stop();
                 let rate = run.rate();
                 runs.push(run);
                 format!(
-                    "; an echo answering in groups of {:.2} ms (that mean commit, no CPU) = {:.2} of the wire",
-                    commit.as_secs_f64() * 1e3,
+                    "; an echo answering in groups of {ms:.2} ms (that mean commit, no CPU) = {:.2} of the wire",
                     rate / echo_rate
                 )
             }
