@@ -30,7 +30,7 @@ use runwarden::proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::ingest::{ServerProcess, Shape, measure, sample_report};
+use crate::ingest::{ServerProcess, Shape, drive, measure, sample_report};
 
 /// Fewest paced senders sharing the target rate.
 const MIN_SENDERS: u64 = 32;
@@ -60,13 +60,15 @@ struct Slice {
 pub async fn run(binary: &str, seconds: u64, slice: u64, fraction: f64, check: bool) -> bool {
     let dir = std::env::temp_dir().join(format!("runwarden-soak-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let url = format!("sqlite://{}/soak.db?mode=rwc", dir.display());
+    let database = dir.join("soak.db");
+    let url = format!("sqlite://{}?mode=rwc", database.display());
     let server =
         ServerProcess::start(binary, &["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--database", &url]);
-    let database = dir.join("soak.db");
+    let channel =
+        Channel::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await.expect("connect");
     let warm_up = Instant::now();
     while database_bytes(&database) < WARM_UP_BYTES && warm_up.elapsed() < WARM_UP_LIMIT {
-        measure("warm-up", &server, Shape::Stream(100), 4, Duration::from_secs(2)).await;
+        drive(ReportServiceClient::new(channel.clone()), Shape::Stream(100), 4, Duration::from_secs(2)).await;
     }
     let warmed = database_bytes(&database);
     let short =
@@ -84,8 +86,6 @@ pub async fn run(binary: &str, seconds: u64, slice: u64, fraction: f64, check: b
         "capacity {capacity:.0} reports/s (unary, 64 in flight, 10 s); soaking at {target:.0}/s for {seconds} s, {sender_count} paced senders"
     );
 
-    let channel =
-        Channel::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await.expect("connect");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let background_errors = Arc::new(AtomicU64::new(0));
     let watched = Arc::new(AtomicU64::new(0));
