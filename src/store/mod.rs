@@ -226,8 +226,9 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         .max_connections(1)
         .min_connections(1)
         .acquire_timeout(options.connect_timeout)
-        // `writer_is_clean` makes a round trip of its own: the pool's ping before it would be a
-        // second one in every batch's transaction.
+        // The pool pings every connection it takes back (sqlx 0.9's `return_to_pool`), so an idle
+        // connection has been pinged since its last use; a second ping here would be one more
+        // round trip to SQLite's thread in every write transaction.
         .test_before_acquire(false)
         .before_acquire(|conn, _| Box::pin(writer_is_clean(conn)))
         .connect_with(writer_connect)
@@ -363,10 +364,12 @@ impl Drop for Checkpointer {
 /// itself; the ROLLBACK sqlx then sends fails and its transaction depth stays above zero, so the
 /// next BEGIN would become a SAVEPOINT and its COMMIT a RELEASE inside a transaction nobody
 /// commits: acknowledged but not durable. Such a connection is closed and a fresh one opened.
+///
+/// No round trip is needed first: a rollback queued by a dropped transaction has run by now,
+/// because the pool pings each connection it takes back before it queues it as idle, and SQLite's
+/// thread runs commands in order.
 async fn writer_is_clean(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
     use sqlx::Connection;
-    // A round trip first, so a rollback queued by a dropped transaction has run.
-    conn.ping().await?;
     if conn.is_in_transaction() {
         metrics::counter!("runwarden_sqlite_writer_reopened_total").increment(1);
         tracing::warn!("the SQLite writer connection was left inside a transaction; reopening it");
