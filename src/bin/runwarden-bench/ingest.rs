@@ -331,23 +331,43 @@ pub fn memory_mb(pid: u32, key: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// CPU ticks used so far by each thread of process `pid`, summed by thread name (tokio's
-/// workers share one name, as do sqlx's SQLite connection threads).
-fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
-    let mut by_name = BTreeMap::new();
+/// What the threads of one name have used so far: CPU ticks, and nanoseconds spent runnable but
+/// waiting for a CPU (the second field of `/proc/PID/task/TID/schedstat`; 0 where the kernel
+/// keeps no schedstat).
+#[derive(Clone, Copy, Default)]
+struct ThreadUse {
+    ticks: u64,
+    waited_ns: u64,
+}
+
+/// The runqueue wait in a `schedstat` line: "on-CPU ns, waiting-to-run ns, timeslices".
+fn schedstat_wait_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// What each thread of process `pid` has used so far, summed by thread name (tokio's workers
+/// share one name, as do sqlx's SQLite connection threads).
+fn thread_use(pid: u32) -> BTreeMap<String, ThreadUse> {
+    let mut by_name = BTreeMap::<String, ThreadUse>::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        if let Some((name, ticks)) = stat_cpu(&stat) {
-            *by_name.entry(name.to_owned()).or_default() += ticks;
-        }
+        let Some((name, ticks)) = stat_cpu(&stat) else { continue };
+        let waited_ns = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|line| schedstat_wait_ns(&line))
+            .unwrap_or(0);
+        let used = by_name.entry(name.to_owned()).or_default();
+        used.ticks += ticks;
+        used.waited_ns += waited_ns;
     }
     by_name
 }
 
 /// `runwarden-bench load`: drives the server at `addr` and prints what it got, with the CPU this
 /// load generator spent per report and, given the server's pid, the server's — in all and by
-/// thread name — and, every `rss_every`, the server's resident memory.
+/// thread name, with the time each thread name spent runnable but waiting for a CPU — and, every
+/// `rss_every`, the server's resident memory.
 pub async fn load(
     addr: &str,
     shape: Shape,
@@ -362,11 +382,11 @@ pub async fn load(
     let cpu = || (cpu_seconds(std::process::id()), server_pid.map(cpu_seconds));
     let (run_ended, ended) = tokio::sync::oneshot::channel();
     let sampler = server_pid.zip(rss_every).map(|(pid, every)| tokio::spawn(sample_rss(pid, every, ended)));
-    let threads_before = server_pid.map(thread_ticks);
+    let threads_before = server_pid.map(thread_use);
     let before = cpu();
     let (reports, elapsed, latencies) = drive(client, shape, in_flight, duration).await;
     let after = cpu();
-    let threads_after = server_pid.map(thread_ticks);
+    let threads_after = server_pid.map(thread_use);
     let _ = run_ended.send(());
     let run = Run { name: "load".into(), reports, elapsed, latencies, server_cpu: None, peak_rss_mb: None };
     let per_report = |seconds: f64| seconds * 1e6 / reports.max(1) as f64;
@@ -384,18 +404,29 @@ pub async fn load(
     );
     if let (Some(before), Some(after)) = (threads_before, threads_after) {
         let seconds = elapsed.as_secs_f64().max(1e-9);
-        let mut used: Vec<(String, u64)> = after
+        let mut used: Vec<(String, ThreadUse)> = after
             .into_iter()
-            .map(|(name, ticks)| {
-                let spent = ticks.saturating_sub(before.get(&name).copied().unwrap_or(0));
+            .map(|(name, used)| {
+                let was = before.get(&name).copied().unwrap_or_default();
+                let spent = ThreadUse {
+                    ticks: used.ticks.saturating_sub(was.ticks),
+                    waited_ns: used.waited_ns.saturating_sub(was.waited_ns),
+                };
                 (name, spent)
             })
-            .filter(|(_, spent)| *spent > 0)
+            .filter(|(_, spent)| spent.ticks > 0)
             .collect();
-        used.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        for (name, ticks) in used {
-            let cpu = ticks as f64 / TICKS_PER_SECOND;
-            println!("  server thread {name:<16} {:.3} cores, {:.1} µs/report", cpu / seconds, per_report(cpu));
+        used.sort_by(|a, b| b.1.ticks.cmp(&a.1.ticks).then_with(|| a.0.cmp(&b.0)));
+        for (name, spent) in used {
+            let cpu = spent.ticks as f64 / TICKS_PER_SECOND;
+            let waited = spent.waited_ns as f64 / 1e9;
+            println!(
+                "  server thread {name:<16} {:.3} cores, {:.1} µs/report; waiting to run {:.3} cores, {:.1} µs/report",
+                cpu / seconds,
+                per_report(cpu),
+                waited / seconds,
+                per_report(waited),
+            );
         }
     }
     if let (Some(sampler), Some(pid)) = (sampler, server_pid) {
@@ -638,7 +669,7 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) ->
 
 #[cfg(test)]
 mod tests {
-    use super::{metric_value, stat_cpu};
+    use super::{metric_value, schedstat_wait_ns, stat_cpu};
 
     #[test]
     fn a_metric_is_read_by_its_whole_name() {
@@ -663,5 +694,12 @@ mod tests {
         let line = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 9 0";
         assert_eq!(stat_cpu(line), Some(("a) b (c)", 11)));
         assert_eq!(stat_cpu("garbage"), None);
+    }
+
+    #[test]
+    fn the_runqueue_wait_is_schedstat_s_second_field() {
+        assert_eq!(schedstat_wait_ns("504123456 239000111 17530\n"), Some(239_000_111));
+        assert_eq!(schedstat_wait_ns("504123456"), None);
+        assert_eq!(schedstat_wait_ns(""), None);
     }
 }
