@@ -16,7 +16,8 @@
 //! - `runwarden-bench load --addr HOST:PORT [--shape unary|stream:N|batch:N --in-flight 256]
 //!   [--server-pid PID [--rss-every SECS]]`: one ingest shape against a server that is already
 //!   running, to profile it meanwhile (`perf record -p PID`); prints the CPU per report of the
-//!   load and of the server (by thread name too), and the server's RSS over the run.
+//!   load and of the server (by thread name too, with each name's time waiting for a CPU), and
+//!   the server's RSS over the run.
 
 mod guardian;
 mod ingest;
@@ -171,8 +172,8 @@ enum Bench {
         in_flight: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
-        /// The server's process id, to print its CPU per report too, in all and by thread name
-        /// (read from /proc).
+        /// The server's process id, to print its CPU per report too, in all and by thread name,
+        /// and each thread name's time waiting for a CPU (read from /proc).
         #[arg(long)]
         server_pid: Option<u32>,
         /// With `--server-pid`: print the server's resident memory every this many seconds, and
