@@ -395,7 +395,11 @@ fn data_quality(input: &ScoringInput, config: &ScoringConfig, why: &mut Vec<Stri
     let mut deduct = |points_lost: f64, line: &dyn Fn() -> String| {
         if points_lost > 0.0 {
             lost += points_lost;
-            why.push(format!("{} (-{})", line(), points(points_lost)));
+            let mut text = line();
+            text.push_str(" (-");
+            push_points(&mut text, points_lost);
+            text.push(')');
+            why.push(text);
         }
     };
 
@@ -494,20 +498,61 @@ fn bounded(x: f64) -> f64 {
     if x.is_nan() { 0.0 } else { x.clamp(0.0, 100.0) }
 }
 
-/// Rounds half away from zero to one decimal.
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-/// Points as printed in reasons: always one decimal.
+/// Points as printed in reasons, rounded half away from zero to one decimal: always one decimal.
 fn points(x: f64) -> String {
-    format!("{:.1}", round1(x))
+    let mut text = String::with_capacity(8);
+    push_points(&mut text, x);
+    text
 }
 
-/// An input value as printed in reasons: shortest form of the value rounded
-/// to one decimal, scientific notation when huge or not finite.
+/// [`points`], appended to `out`.
+fn push_points(out: &mut String, x: f64) {
+    let tenths = (x * 10.0).round();
+    if !push_tenths(out, tenths, true) {
+        out.push_str(&format!("{:.1}", tenths / 10.0));
+    }
+}
+
+/// An input value as printed in reasons: shortest form of the value rounded (half away from
+/// zero) to one decimal, scientific notation when huge or not finite.
 fn number(x: f64) -> String {
-    if x.is_finite() && x.abs() < 1e15 { format!("{}", round1(x)) } else { format!("{x:e}") }
+    if !(x.is_finite() && x.abs() < 1e15) {
+        return format!("{x:e}");
+    }
+    let tenths = (x * 10.0).round();
+    let mut text = String::with_capacity(8);
+    if !push_tenths(&mut text, tenths, false) {
+        text = format!("{}", tenths / 10.0);
+    }
+    text
+}
+
+/// Appends what `{:.1}` (`always_decimal`) or `{}` writes for `tenths / 10`, from the integer's
+/// digits instead of a float formatter (which took most of scoring's time). Beyond 14 digits it
+/// appends nothing and returns false.
+///
+/// Exact: below 10¹⁴ the double nearest to `tenths / 10` is within 0.01 of it, so `{:.1}`
+/// rounds it back to that decimal; and decimals of at most 15 significant digits map to distinct
+/// doubles, so no shorter decimal reads back as it, which makes that decimal `{}`'s shortest form.
+fn push_tenths(text: &mut String, tenths: f64, always_decimal: bool) -> bool {
+    const LIMIT: f64 = 1e14;
+    if tenths.is_nan() || tenths.abs() >= LIMIT {
+        return false;
+    }
+    // Integral and below 10¹⁴: the conversion is exact.
+    let magnitude = tenths.abs() as u64;
+    let mut digits = itoa::Buffer::new();
+    // `-0.0` keeps its sign, as the float formatters write it.
+    if tenths.is_sign_negative() {
+        text.push('-');
+    }
+    text.push_str(digits.format(magnitude / 10));
+    let tenth = magnitude % 10;
+    if tenth != 0 || always_decimal {
+        text.push('.');
+        text.push(char::from(b'0' + tenth as u8));
+    }
+    true
 }
 
 #[cfg(test)]
@@ -667,7 +712,76 @@ mod tests {
         if a <= b { (a, b) } else { (b, a) }
     }
 
+    fn round1(x: f64) -> f64 {
+        (x * 10.0).round() / 10.0
+    }
+
+    /// What `points` and `number` wrote with the float formatters, before they wrote digits.
+    fn points_by_formatter(x: f64) -> String {
+        format!("{:.1}", round1(x))
+    }
+
+    fn number_by_formatter(x: f64) -> String {
+        if x.is_finite() && x.abs() < 1e15 { format!("{}", round1(x)) } else { format!("{x:e}") }
+    }
+
+    #[test]
+    fn numbers_in_reasons_read_as_the_float_formatters_wrote_them() {
+        let edges = [
+            0.0,
+            -0.0,
+            0.04,
+            -0.04,
+            0.05,
+            -0.05,
+            0.15,
+            0.25,
+            0.95,
+            1.0,
+            9.95,
+            12.35,
+            99.99,
+            100.0,
+            -1.0,
+            -2.5,
+            0.1 + 0.2,
+            1e13,
+            9_999_999_999_999.95,
+            1e14 / 10.0 - 0.05,
+            1e14,
+            1e15,
+            -1e15,
+            5e15,
+            1e300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        for x in edges {
+            assert_eq!(points(x), points_by_formatter(x), "points({x:?})");
+            assert_eq!(number(x), number_by_formatter(x), "number({x:?})");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn points_and_numbers_match_the_float_formatters(
+            x in prop_oneof![
+                any::<f64>(),
+                -1e3..1e3f64,
+                -1e16..1e16f64,
+                (-100_000i64..100_000).prop_map(|t| t as f64 / 10.0),
+                (-100_000i64..100_000).prop_map(|t| t as f64 / 10.0 + 0.05),
+                (-100_000_000_000_000i64..100_000_000_000_000).prop_map(|t| t as f64 / 10.0),
+            ]
+        ) {
+            prop_assert_eq!(points(x), points_by_formatter(x));
+            prop_assert_eq!(number(x), number_by_formatter(x));
+        }
+
         #[test]
         fn every_score_in_range(input in input(), baseline in baseline(), config in config()) {
             check_card(&score(&input, &baseline, &config));
