@@ -542,8 +542,10 @@ struct Pending {
 }
 
 impl Pending {
-    fn new() -> Pending {
-        Pending { jobs: Vec::new(), plan: Some(Plan::with_capacity(0)) }
+    /// Room for `reports` without growing: the size of the batch before, since growing a batch's
+    /// vectors one doubling at a time copied each of its reports several times.
+    fn with_capacity(reports: usize) -> Pending {
+        Pending { jobs: Vec::with_capacity(reports), plan: Some(Plan::with_capacity(reports)) }
     }
 
     fn push(&mut self, job: Job, cache: &RowCache, scoring: &ScoringConfig) {
@@ -563,7 +565,7 @@ impl Pending {
     /// Plans the gathered reports again, after the cache changed under them.
     fn replan(&mut self, cache: &RowCache, scoring: &ScoringConfig) {
         let jobs = std::mem::take(&mut self.jobs);
-        *self = Pending { jobs: Vec::with_capacity(jobs.len()), plan: Some(Plan::with_capacity(jobs.len())) };
+        *self = Pending::with_capacity(jobs.len());
         for job in jobs {
             self.push(job, cache, scoring);
         }
@@ -593,7 +595,7 @@ async fn plan(
     let PlannerLinks { batches, mut settled, mut committing } = links;
     let max_batch = limits.max;
     let mut cache = RowCache::default();
-    let mut pending = Pending::new();
+    let mut pending = Pending::with_capacity(0);
     // Each batch handed to the writer and not yet settled, oldest first: the one it commits, and
     // at most one batch waiting behind it.
     let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(2);
@@ -666,7 +668,8 @@ async fn plan(
             if behind_a_commit && !full_behind {
                 counts.during_commit.fetch_add(1, Ordering::Relaxed);
             }
-            let Pending { jobs, plan } = std::mem::replace(&mut pending, Pending::new());
+            let next = Pending::with_capacity(pending.jobs.len());
+            let Pending { jobs, plan } = std::mem::replace(&mut pending, next);
             let plan = plan.map(|mut plan| {
                 let now = jobs.iter().map(|job| job.received_at).max().unwrap_or_default();
                 plan.finish(now, backend);

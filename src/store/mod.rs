@@ -16,7 +16,12 @@ pub mod streams;
 pub mod tokens;
 pub mod workers;
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
@@ -29,6 +34,13 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
+
+/// The hash maps and sets the ingest path touches for every report (a batch's workers, ids,
+/// rollups): foldhash, seeded at random per process, in place of SipHash, which took 15 % of the
+/// planner's time. Their keys come from a batch of authenticated callers' reports.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`FastMap`].
+pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Key of the PostgreSQL advisory lock that serializes migrations across replicas.
 const MIGRATION_LOCK_KEY: i64 = 0x7275_6e77_6172_6401;

@@ -2,7 +2,7 @@
 //! into (an hour row and a day row per execution), aggregate a window of them inside the
 //! database, and rebuild them all from raw executions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use prost::Message;
 use sea_orm::{
@@ -11,7 +11,7 @@ use sea_orm::{
 };
 
 use super::{
-    Store,
+    FastMap, Store,
     entities::{executions, worker_rollups},
 };
 use crate::{
@@ -99,13 +99,13 @@ fn to_model((worker_id, period, start_us): RollupKey, r: &Rollup) -> worker_roll
 /// folded in memory, then written back.
 #[derive(Default)]
 pub struct PendingRollups {
-    rows: HashMap<RollupKey, Rollup>,
+    rows: FastMap<RollupKey, Rollup>,
 }
 
 impl PendingRollups {
     /// Loads the existing rows for `keys`.
     pub async fn load(db: &impl ConnectionTrait, keys: &[RollupKey]) -> Result<PendingRollups, DbErr> {
-        let mut rows = HashMap::with_capacity(keys.len());
+        let mut rows = FastMap::with_capacity_and_hasher(keys.len(), Default::default());
         for chunk in keys.chunks(200) {
             let mut any = Condition::any();
             for &(worker_id, period, start) in chunk {

@@ -8,7 +8,7 @@
 //! exactly those rows; otherwise it builds the plan again from what the database holds. So a
 //! plan computed ahead of its transaction stores exactly what one computed inside it would.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use prost::Message;
@@ -31,6 +31,7 @@ use crate::{
     },
     proto::v1::{Analysis, Outcome, WorkerHealthChange},
     store::{
+        FastMap, FastSet,
         anomalies::{NewAnomaly, as_stored, decode_recent, encode_recent},
         entities::{executions, workers},
         executions::insert_statements,
@@ -44,7 +45,7 @@ pub struct Plan {
     /// of an execution_id earlier in the batch (or one the caller skipped as already stored).
     pub acks: Vec<Ack>,
     /// The workers the batch's runs touched, by name.
-    pub workers: HashMap<String, Touched>,
+    pub workers: FastMap<String, Touched>,
     /// Anomalies the runs opened and resolved.
     pub book: AnomalyBook,
     /// Per stored run, what the rollups fold in (worker id, facts), in storage order.
@@ -59,7 +60,7 @@ pub struct Plan {
     pub health_changes: Vec<WorkerHealthChange>,
     /// The batch's latest receipt (after [`Plan::finish`]).
     pub now: DateTime<Utc>,
-    seen: HashSet<Uuid>,
+    seen: FastSet<Uuid>,
 }
 
 /// A worker the batch touched.
@@ -96,7 +97,7 @@ impl Plan {
     pub fn with_capacity(reports: usize) -> Plan {
         Plan {
             acks: Vec::with_capacity(reports),
-            workers: HashMap::new(),
+            workers: FastMap::default(),
             book: AnomalyBook::default(),
             facts: Vec::with_capacity(reports),
             executions: Vec::with_capacity(reports),
@@ -104,7 +105,7 @@ impl Plan {
             stored: Vec::with_capacity(reports),
             health_changes: Vec::new(),
             now: DateTime::default(),
-            seen: HashSet::with_capacity(reports),
+            seen: FastSet::with_capacity_and_hasher(reports, Default::default()),
         }
     }
 
@@ -241,7 +242,7 @@ pub struct AnomalyBook {
     config: AnomalyConfig,
     pub opened: Vec<NewAnomaly>,
     /// (worker, kind) → the first run in this batch that resolved anomalies opened before it.
-    pub resolve_existing: HashMap<(i64, &'static str), i64>,
+    pub resolve_existing: FastMap<(i64, &'static str), i64>,
 }
 
 impl AnomalyBook {
