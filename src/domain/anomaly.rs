@@ -346,28 +346,88 @@ fn count_u32(n: usize) -> u32 {
 /// per-run rules (table in the module docs), in the order duration, quality, resources, silent success,
 /// failure streak, rate limiting.
 pub fn detect(history: &[RunSample], run: &RunSample, config: &AnomalyConfig) -> Vec<Finding> {
+    detect_with(history, run, config, Spreads::Used)
+}
+
+/// Whether the rules may rule a run out from its baseline's [`Spread`] before they select a
+/// median. They find the same either way (a property test compares them); `Ignored` is there for
+/// that test.
+#[derive(Clone, Copy, PartialEq)]
+enum Spreads {
+    Used,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Ignored,
+}
+
+fn detect_with(history: &[RunSample], run: &RunSample, config: &AnomalyConfig, spreads: Spreads) -> Vec<Finding> {
     let window = &history[history.len().saturating_sub(config.window)..];
     let mut findings = Vec::new();
-    findings.extend(duration_finding(window, run, config));
+    findings.extend(duration_finding(window, run, config, spreads));
     findings.extend(quality_finding(window, run, config));
-    findings.extend(resource_finding(history, window, run, config, Resource::Memory));
-    findings.extend(resource_finding(history, window, run, config, Resource::Cpu));
-    findings.extend(silent_success_finding(window, run, config));
+    findings.extend(resource_finding(history, window, run, config, Resource::Memory, spreads));
+    findings.extend(resource_finding(history, window, run, config, Resource::Cpu, spreads));
+    findings.extend(silent_success_finding(window, run, config, spreads));
     findings.extend(failure_streak_finding(history, run, config));
     findings.extend(rate_limited_finding(history, run, config));
     findings
 }
 
-fn duration_finding(window: &[RunSample], run: &RunSample, config: &AnomalyConfig) -> Option<Finding> {
+/// How many values a baseline holds, and its extremes, read in one pass without collecting it. Its
+/// median lies between the extremes, and for most runs that alone rules a finding out, which
+/// spares the rules the selection of a median (most of detection's time, several times per stored
+/// report).
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    count: usize,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    /// Of finite values.
+    fn of(values: impl Iterator<Item = f64>) -> Spread {
+        values.fold(Spread { count: 0, min: f64::INFINITY, max: f64::NEG_INFINITY }, |s, v| Spread {
+            count: s.count + 1,
+            min: s.min.min(v),
+            max: s.max.max(v),
+        })
+    }
+
+    /// The smallest magnitude a value between the extremes can have.
+    fn nearest_zero(&self) -> f64 {
+        if self.min <= 0.0 && self.max >= 0.0 { 0.0 } else { self.min.abs().min(self.max.abs()) }
+    }
+}
+
+fn duration_finding(
+    window: &[RunSample],
+    run: &RunSample,
+    config: &AnomalyConfig,
+    spreads: Spreads,
+) -> Option<Finding> {
     if !run.completed() || !run.duration_ms.is_finite() || run.duration_ms < 0.0 {
         return None;
     }
-    let mut baseline: Values =
-        window.iter().filter(|r| r.completed()).map(|r| r.duration_ms).filter(|d| d.is_finite() && *d >= 0.0).collect();
+    let durations =
+        || window.iter().filter(|r| r.completed()).map(|r| r.duration_ms).filter(|d| d.is_finite() && *d >= 0.0);
+    let value = run.duration_ms.ln_1p();
+    if spreads == Spreads::Used {
+        let spread = Spread::of(durations());
+        if spread.count < config.min_history.max(1) {
+            return None;
+        }
+        // The logs' median lies between the logs of the extremes (`ln_1p` is increasing, and so
+        // are subtraction and the z's other steps): a z the floor rules out at both ends is ruled
+        // out at the median.
+        let can_exceed = |center: f64| z_can_exceed(value - center, LOG_DURATION_MAD_FLOOR, config.z_threshold, false);
+        if !can_exceed(spread.min.ln_1p()) && !can_exceed(spread.max.ln_1p()) {
+            return None;
+        }
+    }
+    let mut baseline: Values = durations().collect();
     if baseline.len() < config.min_history.max(1) {
         return None;
     }
-    let value = run.duration_ms.ln_1p();
     // `ln_1p` is increasing: the logs' median comes from two durations, and most runs are near
     // enough to it that no MAD could make their z anomalous; the baseline's order does not matter.
     let log_center = median_of_increasing(&mut baseline, f64::ln_1p)?;
@@ -499,14 +559,26 @@ fn resource_finding(
     run: &RunSample,
     config: &AnomalyConfig,
     resource: Resource,
+    spreads: Spreads,
 ) -> Option<Finding> {
     let value = resource.read(run)?;
     let (label, unit) = resource.label();
     let limit = resource.limit(config);
-    let baseline: Values = window.iter().filter_map(|r| resource.read(r)).collect();
-    let enough = baseline.len() >= config.min_history.max(1);
+    let values = || window.iter().filter_map(|r| resource.read(r));
     let previous = history.iter().rev().find_map(|r| resource.read(r));
     let crossed = limit.is_finite() && value >= limit && previous.is_none_or(|p| p < limit);
+    if !crossed && spreads == Spreads::Used {
+        // The median is at least the smallest value, and its MAD floor at least the floor of the
+        // smallest magnitude between the extremes; the z grows with the one and falls with the other.
+        let spread = Spread::of(values());
+        if spread.count < config.min_history.max(1)
+            || !z_can_exceed(value - spread.min, mad_floor(spread.nearest_zero()), config.z_threshold, true)
+        {
+            return None;
+        }
+    }
+    let baseline: Values = values().collect();
+    let enough = baseline.len() >= config.min_history.max(1);
     if !crossed {
         // Without a crossing only a spike fires, and most values cannot be one whatever the MAD.
         let center = if enough { median(&baseline) } else { None };
@@ -554,16 +626,31 @@ fn resource_finding(
     })
 }
 
-fn silent_success_finding(window: &[RunSample], run: &RunSample, config: &AnomalyConfig) -> Option<Finding> {
+fn silent_success_finding(
+    window: &[RunSample],
+    run: &RunSample,
+    config: &AnomalyConfig,
+    spreads: Spreads,
+) -> Option<Finding> {
     if !run.outcome_success || run.skipped || !run.records_processed.is_finite() {
         return None;
     }
-    let baseline: Values = window
-        .iter()
-        .filter(|r| r.outcome_success && !r.skipped)
-        .map(|r| r.records_processed)
-        .filter(|v| v.is_finite())
-        .collect();
+    let values = || {
+        window.iter().filter(|r| r.outcome_success && !r.skipped).map(|r| r.records_processed).filter(|v| v.is_finite())
+    };
+    let ratio = config.silent_success_ratio;
+    if spreads == Spreads::Used {
+        // The median is at most the largest value: nothing above zero, or a run at or above the
+        // largest value's cutoff, is nothing above zero or at or above the median's.
+        let spread = Spread::of(values());
+        if spread.count < config.min_history.max(1)
+            || spread.max <= 0.0
+            || (ratio >= 0.0 && run.records_processed >= ratio * spread.max)
+        {
+            return None;
+        }
+    }
+    let baseline: Values = values().collect();
     if baseline.len() < config.min_history.max(1) {
         return None;
     }
@@ -1277,6 +1364,36 @@ mod tests {
         assert_eq!(running_too_often_finding(&sched, &starts[..3]), None);
     }
 
+    /// A baseline that spans zero, most of it just above: its median is near zero and its MAD
+    /// floor tiny, so a run at 0.5 is a spike far beyond a z of 200, although its distance from
+    /// the extremes, against the floor of their magnitude (1), would not be.
+    #[test]
+    fn a_baseline_across_zero_is_judged_at_its_median() {
+        let memory = |mb: f64| RunSample {
+            started_at: t0(),
+            outcome_success: true,
+            outcome_failed: false,
+            skipped: false,
+            duration_ms: 1000.0,
+            overall_score: 90.0,
+            data_quality_score: 90.0,
+            memory_peak_mb: Some(mb),
+            cpu_percent_avg: None,
+            records_processed: 10.0,
+            api_rate_limited: false,
+            api_quota_remaining: None,
+        };
+        let mut history = vec![memory(-1.0), memory(1.0)];
+        history.extend((0..10).map(|_| memory(0.001)));
+        let config = AnomalyConfig { z_threshold: 200.0, min_history: 3, ..AnomalyConfig::default() };
+        let found = detect(&history, &memory(0.5), &config);
+        assert_eq!(found.iter().map(|f| f.kind).collect::<Vec<_>>(), [AnomalyKind::ResourceSpike]);
+        assert_eq!(
+            format!("{found:?}"),
+            format!("{:?}", detect_with(&history, &memory(0.5), &config, Spreads::Ignored))
+        );
+    }
+
     fn any_f64() -> impl proptest::strategy::Strategy<Value = f64> {
         use proptest::prelude::*;
         prop_oneof![
@@ -1329,6 +1446,71 @@ mod tests {
                 .collect();
             let _ = quota_exhaustion(&quota, || t0() + TimeDelta::hours(2));
             let _ = quota_exhaustion(&quota, || DateTime::<Utc>::MAX_UTC);
+        }
+
+        /// Ruling runs out by their baseline's extremes finds exactly what the medians find: on
+        /// garbage, and on baselines of one value with a little noise, judged at runs placed
+        /// around each rule's boundary, under any threshold, ratio and history length.
+        #[test]
+        fn spreads_rule_out_only_what_the_medians_rule_out(
+            garbage in proptest::collection::vec(any_run(), 0..40),
+            garbage_run in any_run(),
+            base in proptest::prop_oneof![
+                0.0..1e4f64,
+                proptest::sample::select(vec![0.0, 1.0, 35.0, 128.0, 1200.0, 1e-12, 1e300]),
+            ],
+            // Mostly repeats of the base (a MAD under the floor), some noise, a few outliers.
+            noise in proptest::collection::vec(proptest::prop_oneof![
+                3 => proptest::strategy::Just(0.0),
+                2 => -0.08..0.08f64,
+                1 => -2.5..1.0f64,
+            ], 1..40),
+            factors in proptest::array::uniform4(proptest::prop_oneof![
+                0.0..2.0f64,
+                0.95..1.10f64,
+                1.04..1.07f64,
+                proptest::sample::select(vec![0.0, 0.2, 1.0, 1.0519, 1.3, 0.77]),
+            ]),
+            negative: bool,
+            z_threshold in proptest::prop_oneof![
+                -2.0..10.0f64,
+                10.0..500.0f64,
+                proptest::sample::select(vec![0.0, 3.5, f64::NAN]),
+            ],
+            silent_success_ratio in proptest::prop_oneof![
+                -1.0..2.0f64,
+                proptest::sample::select(vec![0.0, 0.2, f64::NAN]),
+            ],
+            min_history in 0usize..12,
+        ) {
+            let config = AnomalyConfig { z_threshold, silent_success_ratio, min_history, ..AnomalyConfig::default() };
+            let sign = if negative { -1.0 } else { 1.0 };
+            let sample = |scale: f64| RunSample {
+                started_at: t0(),
+                outcome_success: true,
+                outcome_failed: false,
+                skipped: false,
+                duration_ms: base * scale,
+                overall_score: 90.0,
+                data_quality_score: 90.0,
+                memory_peak_mb: Some(sign * base * scale),
+                cpu_percent_avg: Some(base * scale / 100.0),
+                records_processed: sign * base * scale,
+                api_rate_limited: false,
+                api_quota_remaining: None,
+            };
+            let history: Vec<RunSample> = noise.iter().map(|n| sample(1.0 + n)).collect();
+            let mut run = sample(factors[0]);
+            run.memory_peak_mb = Some(sign * base * factors[1]);
+            run.cpu_percent_avg = Some(base * factors[2] / 100.0);
+            run.records_processed = sign * base * factors[3];
+            for (history, run) in [(&history, &run), (&garbage, &garbage_run)] {
+                // Compared as written out: a NaN threshold is itself in the evidence.
+                proptest::prop_assert_eq!(
+                    format!("{:?}", detect_with(history, run, &config, Spreads::Used)),
+                    format!("{:?}", detect_with(history, run, &config, Spreads::Ignored))
+                );
+            }
         }
 
         /// The selecting median is the sorting one, bit for bit (signed zeros, infinities and NaN
