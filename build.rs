@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
+        // prost's codec, decoding each message from one slice (src/codec.rs).
+        .codec_path("crate::codec::SliceCodec")
         .compile_fds(fds)?;
 
     pbjson_build::Builder::new()

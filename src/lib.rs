@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
