@@ -28,14 +28,9 @@ use tonic::{Request, Response, Status, transport::Channel};
 pub static TIME_ORDERED_IDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub fn sample_report(i: u64) -> ExecutionReport {
-    let execution_id = if TIME_ORDERED_IDS.load(std::sync::atomic::Ordering::Relaxed) {
-        uuid::Uuid::now_v7()
-    } else {
-        uuid::Uuid::new_v4()
-    };
     ExecutionReport {
-        worker_name: format!("ingest_worker_{:02}", i % 20),
-        execution_id: execution_id.to_string(),
+        worker_name: format!("ingest_worker_{:02}", i % REPORT_WORKERS),
+        execution_id: fresh_execution_id(),
         worker_type: "analytics".into(),
         duration_ms: Some(1200 + (i % 300) as i64),
         outcome: Outcome::Success as i32,
@@ -73,6 +68,16 @@ pub fn sample_report(i: u64) -> ExecutionReport {
         .ok(),
         ..Default::default()
     }
+}
+
+/// A new execution id, random or time-ordered as [`TIME_ORDERED_IDS`] says.
+fn fresh_execution_id() -> String {
+    let id = if TIME_ORDERED_IDS.load(std::sync::atomic::Ordering::Relaxed) {
+        uuid::Uuid::now_v7()
+    } else {
+        uuid::Uuid::new_v4()
+    };
+    id.to_string()
 }
 
 /// The wire limit: a tonic ReportService that stores nothing. With a [`GroupCommit`] it answers
@@ -571,12 +576,17 @@ pub async fn measure(name: &str, server: &ServerProcess, shape: Shape, in_flight
     }
 }
 
+/// Workers the server's rows are spread over: as many as [`sample_report`] names, in turn.
+pub const REPORT_WORKERS: u64 = 20;
+
 /// The storage limit: the same rows inserted straight into the executions table (no server, no
 /// scoring, no rollups), `per_transaction` per transaction, for `duration`. The rows go in through
 /// the statements the writer itself uses ([`insert_statements`]: every value bound, in statements
 /// of a few fixed shapes that each connection prepares once), so the limit is what storing
-/// runwarden's rows costs, not what parsing SQL costs.
-pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) -> Run {
+/// runwarden's rows costs, not what parsing SQL costs. They are the server's rows: spread over
+/// `workers` workers in turn (the ingest benchmark's reports name [`REPORT_WORKERS`]), each
+/// carrying the report and analysis the server stores for the sample report.
+pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64, workers: u64) -> Run {
     use runwarden::store::{
         Store, StoreOptions,
         executions::{ExecutionRow, insert_statements},
@@ -584,31 +594,56 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) ->
     };
     use sea_orm::{ConnectionTrait, Statement};
     assert!(per_transaction > 0, "rows per transaction must be at least 1");
+    assert!(workers > 0, "rows need at least one worker");
     let store = Store::connect(url, &StoreOptions::default()).await.expect("open");
     store.migrate().await.expect("migrate");
     let backend = store.backend();
+    // With the workers the server's rows name, their index entries land where the server's do.
     {
         let txn = store.begin_write().await.expect("begin");
-        txn.execute_raw(Statement::from_string(
-            backend,
-            "INSERT INTO workers (worker_name, worker_type, first_seen_us, last_seen_us, last_outcome, run_count) \
-             VALUES ('raw_worker', 'analytics', 0, 0, 1, 0)"
-                .to_owned(),
-        ))
-        .await
-        .expect("worker");
+        for w in 0..workers {
+            txn.execute_raw(Statement::from_string(
+                backend,
+                format!(
+                    "INSERT INTO workers (worker_name, worker_type, first_seen_us, last_seen_us, last_outcome, run_count) \
+                     VALUES ('ingest_worker_{w:02}', 'analytics', 0, 0, 1, 0)"
+                ),
+            ))
+            .await
+            .expect("worker");
+        }
         txn.commit().await.expect("commit");
     }
-    let worker_id: i64 = store
-        .reader()
-        .query_one_raw(Statement::from_string(
-            backend,
-            "SELECT id FROM workers WHERE worker_name = 'raw_worker'".to_owned(),
-        ))
-        .await
-        .expect("select")
-        .and_then(|row| row.try_get_by_index(0).ok())
-        .expect("worker id");
+    let mut worker_ids = Vec::with_capacity(usize::try_from(workers).unwrap_or(0));
+    for w in 0..workers {
+        let id: i64 = store
+            .reader()
+            .query_one_raw(Statement::from_string(
+                backend,
+                format!("SELECT id FROM workers WHERE worker_name = 'ingest_worker_{w:02}'"),
+            ))
+            .await
+            .expect("select")
+            .and_then(|row| row.try_get_by_index(0).ok())
+            .expect("worker id");
+        worker_ids.push(id);
+    }
+    // Each worker's stored report and analysis, as the server stores them for the sample report
+    // (validated, scored on an empty history), made before the clock starts: the loop below
+    // copies them into its rows, so it times storing rows, not making reports.
+    let made = Utc::now();
+    let scoring = runwarden::domain::scoring::ScoringConfig::default();
+    let blobs: Vec<(i64, Vec<u8>, Vec<u8>)> = worker_ids
+        .iter()
+        .zip(0..)
+        .map(|(&worker_id, w)| {
+            let valid = runwarden::domain::validation::validate_report(Some(sample_report(w)), made)
+                .expect("the sample report is valid");
+            let mut state = runwarden::domain::learning::WorkerRunningState::default();
+            let analysis = runwarden::domain::analysis::analyze(&valid, &mut state, &scoring);
+            (worker_id, valid.report.encode_to_vec(), analysis.encode_to_vec())
+        })
+        .collect();
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut reports = 0u64;
@@ -617,13 +652,12 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) ->
         let call = Instant::now();
         let rows = (i..i + per_transaction)
             .map(|k| {
-                let report = sample_report(k);
-                let bytes = report.encode_to_vec();
+                let (worker_id, report, analysis) = &blobs[usize::try_from(k % workers).unwrap_or(0)];
                 let now = to_micros(Utc::now());
                 ExecutionRow {
                     id: 0,
-                    execution_id: report.execution_id,
-                    worker_id,
+                    execution_id: fresh_execution_id(),
+                    worker_id: *worker_id,
                     outcome: 1,
                     started_at_us: now,
                     completed_at_us: now,
@@ -632,7 +666,7 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) ->
                     records_fetched: 200,
                     records_processed: 195,
                     records_failed: 5,
-                    report: bytes.clone(),
+                    report: report.clone(),
                     score_reliability: 90.0,
                     score_performance: 100.0,
                     score_data_quality: 80.0,
@@ -642,7 +676,7 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) ->
                     time_of_day_utc: 12,
                     day_of_week: 2,
                     execution_number_today: 1,
-                    analysis: Some(bytes),
+                    analysis: Some(analysis.clone()),
                 }
             })
             .collect();
@@ -670,6 +704,50 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64) ->
 #[cfg(test)]
 mod tests {
     use super::{metric_value, schedstat_wait_ns, stat_cpu};
+
+    /// The storage limit stores the server's rows: spread evenly over the workers the benchmark's
+    /// reports name, each carrying its worker's report in the form the server stores it and an
+    /// analysis.
+    #[tokio::test]
+    async fn raw_rows_are_the_rows_the_server_stores() {
+        use prost::Message;
+        use runwarden::{
+            proto::v1::{Analysis, ExecutionReport},
+            store::{Store, StoreOptions},
+        };
+        use sea_orm::{ConnectionTrait, Statement};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/raw.db?mode=rwc", dir.path().display());
+        let run = super::raw_inserts(&url, super::Duration::from_millis(200), 100, super::REPORT_WORKERS).await;
+        assert!(run.reports >= 100 && run.reports % 100 == 0, "{} rows", run.reports);
+
+        let store = Store::connect(&url, &StoreOptions::default()).await.expect("open");
+        let rows = store
+            .reader()
+            .query_all_raw(Statement::from_string(
+                store.backend(),
+                "SELECT w.worker_name, e.report, e.analysis FROM executions e JOIN workers w ON w.id = e.worker_id",
+            ))
+            .await
+            .expect("rows");
+        let mut per_worker = std::collections::BTreeMap::<String, u64>::new();
+        for row in rows {
+            let name: String = row.try_get_by_index(0).expect("worker_name");
+            let report: Vec<u8> = row.try_get_by_index(1).expect("report");
+            let analysis: Vec<u8> = row.try_get_by_index(2).expect("analysis");
+            let report = ExecutionReport::decode(report.as_slice()).expect("a report");
+            assert_eq!(report.worker_name, name);
+            // Validated: the server stores both timestamps and the duration filled in.
+            assert!(report.started_at.is_some() && report.completed_at.is_some() && report.duration_ms.is_some());
+            let analysis = Analysis::decode(analysis.as_slice()).expect("an analysis");
+            assert!(analysis.scores.is_some_and(|s| s.overall > 0.0));
+            *per_worker.entry(name).or_default() += 1;
+        }
+        assert_eq!(per_worker.len() as u64, super::REPORT_WORKERS);
+        assert!(per_worker.values().all(|&n| n == run.reports / super::REPORT_WORKERS), "{per_worker:?}");
+        store.close().await;
+    }
 
     #[test]
     fn a_metric_is_read_by_its_whole_name() {

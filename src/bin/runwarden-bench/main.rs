@@ -192,6 +192,9 @@ enum Bench {
         /// Database URL (default: a fresh SQLite file in a temp dir).
         #[arg(long)]
         database: Option<String>,
+        /// Workers the rows are spread over, in turn (the ingest benchmark's reports name 20).
+        #[arg(long, default_value_t = ingest::REPORT_WORKERS)]
+        workers: u64,
     },
     /// The bare tonic echo server the ingest benchmark uses as the wire limit.
     EchoServer {
@@ -567,7 +570,7 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
                 Some(base) => fresh_postgres(base).await,
                 None => format!("sqlite://{}/raw-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple()),
             };
-            let mut run = raw_inserts(&url, d, per_transaction).await;
+            let mut run = raw_inserts(&url, d, per_transaction, ingest::REPORT_WORKERS).await;
             run.name = format!("{label}: {}", run.name);
             run
         };
@@ -802,10 +805,10 @@ async fn main() {
         Bench::EchoServer { listen, commit_us } => {
             ingest::serve_echo(listen, commit_us.map(Duration::from_micros)).await;
         }
-        Bench::Raw { per_transaction, seconds, database } => {
+        Bench::Raw { per_transaction, seconds, database, workers } => {
             let dir = tempfile_dir();
             let url = database.unwrap_or_else(|| format!("sqlite://{}/raw.db?mode=rwc", dir.display()));
-            let run = ingest::raw_inserts(&url, Duration::from_secs(seconds), per_transaction).await;
+            let run = ingest::raw_inserts(&url, Duration::from_secs(seconds), per_transaction, workers).await;
             println!("{} rows in {:.1} s: {:.0}/s", run.reports, run.elapsed.as_secs_f64(), run.rate());
             let _ = std::fs::remove_dir_all(&dir);
         }
