@@ -637,8 +637,10 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64, wo
         .iter()
         .zip(0..)
         .map(|(&worker_id, w)| {
-            let valid = runwarden::domain::validation::validate_report(Some(sample_report(w)), made)
-                .expect("the sample report is valid");
+            // The worker row's own name, also past the 20 the sample reports name.
+            let report = ExecutionReport { worker_name: format!("ingest_worker_{w:02}"), ..sample_report(w) };
+            let valid =
+                runwarden::domain::validation::validate_report(Some(report), made).expect("the sample report is valid");
             let mut state = runwarden::domain::learning::WorkerRunningState::default();
             let analysis = runwarden::domain::analysis::analyze(&valid, &mut state, &scoring);
             (worker_id, valid.report.encode_to_vec(), analysis.encode_to_vec())
