@@ -29,7 +29,7 @@ pub static TIME_ORDERED_IDS: std::sync::atomic::AtomicBool = std::sync::atomic::
 
 pub fn sample_report(i: u64) -> ExecutionReport {
     ExecutionReport {
-        worker_name: format!("ingest_worker_{:02}", i % REPORT_WORKERS),
+        worker_name: worker_name(i % REPORT_WORKERS),
         execution_id: fresh_execution_id(),
         worker_type: "analytics".into(),
         duration_ms: Some(1200 + (i % 300) as i64),
@@ -68,6 +68,11 @@ pub fn sample_report(i: u64) -> ExecutionReport {
         .ok(),
         ..Default::default()
     }
+}
+
+/// The name of the benchmark's `w`-th worker.
+fn worker_name(w: u64) -> String {
+    format!("ingest_worker_{w:02}")
 }
 
 /// A new execution id, random or time-ordered as [`TIME_ORDERED_IDS`] says.
@@ -599,14 +604,15 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64, wo
     store.migrate().await.expect("migrate");
     let backend = store.backend();
     // With the workers the server's rows name, their index entries land where the server's do.
+    let names: Vec<String> = (0..workers).map(worker_name).collect();
     {
         let txn = store.begin_write().await.expect("begin");
-        for w in 0..workers {
+        for name in &names {
             txn.execute_raw(Statement::from_string(
                 backend,
                 format!(
                     "INSERT INTO workers (worker_name, worker_type, first_seen_us, last_seen_us, last_outcome, run_count) \
-                     VALUES ('ingest_worker_{w:02}', 'analytics', 0, 0, 1, 0)"
+                     VALUES ('{name}', 'analytics', 0, 0, 1, 0)"
                 ),
             ))
             .await
@@ -614,13 +620,13 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64, wo
         }
         txn.commit().await.expect("commit");
     }
-    let mut worker_ids = Vec::with_capacity(usize::try_from(workers).unwrap_or(0));
-    for w in 0..workers {
+    let mut worker_ids = Vec::with_capacity(names.len());
+    for name in &names {
         let id: i64 = store
             .reader()
             .query_one_raw(Statement::from_string(
                 backend,
-                format!("SELECT id FROM workers WHERE worker_name = 'ingest_worker_{w:02}'"),
+                format!("SELECT id FROM workers WHERE worker_name = '{name}'"),
             ))
             .await
             .expect("select")
@@ -635,10 +641,11 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64, wo
     let scoring = runwarden::domain::scoring::ScoringConfig::default();
     let blobs: Vec<(i64, Vec<u8>, Vec<u8>)> = worker_ids
         .iter()
+        .zip(names)
         .zip(0..)
-        .map(|(&worker_id, w)| {
+        .map(|((&worker_id, name), w)| {
             // The worker row's own name, also past the 20 the sample reports name.
-            let report = ExecutionReport { worker_name: format!("ingest_worker_{w:02}"), ..sample_report(w) };
+            let report = ExecutionReport { worker_name: name, ..sample_report(w) };
             let valid =
                 runwarden::domain::validation::validate_report(Some(report), made).expect("the sample report is valid");
             let mut state = runwarden::domain::learning::WorkerRunningState::default();
