@@ -1,5 +1,6 @@
 //! Compiles `proto/` with protox (pure Rust, no protoc), generates the tonic services, the
-//! pbjson serde impls for the REST shim, and writes the descriptor set that reflection serves.
+//! pbjson serde impls for the REST shim, and writes the descriptor set that reflection serves;
+//! then the report service's server once more, on the requests of `src/received.rs`.
 //! Also lists the dashboard's committed bundle (`dashboard/dist/`) for `src/dashboard.rs` to embed.
 
 use std::{
@@ -35,6 +36,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // prost's codec, decoding each message from one slice (src/codec.rs).
         .codec_path("crate::codec::SliceCodec")
         .compile_fds(fds)?;
+
+    // The report service once more, for the server alone: its two request messages are the
+    // hand-written ones of `src/received.rs` (prost's, plus each report's bytes as received),
+    // every other type the ones generated above.
+    let received_dir = out_dir.join("received");
+    fs::create_dir_all(&received_dir)?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(false)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .extern_path(".runwarden.v1", "crate::proto::v1")
+        .extern_path(".runwarden.v1.SubmitReportRequest", "crate::received::SubmitReportRequest")
+        .extern_path(".runwarden.v1.SubmitReportBatchRequest", "crate::received::SubmitReportBatchRequest")
+        .codec_path("crate::codec::SliceCodec")
+        .out_dir(&received_dir)
+        .compile_fds(protox::compile(["proto/runwarden/v1/report_service.proto"], ["proto"])?)?;
 
     pbjson_build::Builder::new()
         .register_descriptors(&fs::read(&descriptor_path)?)?

@@ -20,6 +20,7 @@ pub mod front;
 pub mod guardian;
 pub mod openapi;
 pub mod proto;
+pub mod received;
 pub mod rest;
 pub mod retention;
 pub mod server;

@@ -25,8 +25,9 @@ use crate::{
         AnomalyKind, DeleteWorkerRequest, ExecutionReport, GetDataQualitySummaryRequest, GetExecutionRequest,
         GetSystemLearningRequest, GetWorkerLearningRequest, GetWorkerRequest, GetWorkerStatsRequest,
         ListAnomaliesRequest, ListExecutionsRequest, ListStreamsRequest, ListWorkersRequest, Outcome, StatsWindow,
-        StreamState, SubmitReportBatchRequest, SubmitReportRequest, UpsertWorkerRequest,
+        StreamState, SubmitReportBatchRequest, UpsertWorkerRequest,
     },
+    received,
 };
 
 #[derive(Clone)]
@@ -319,7 +320,10 @@ async fn submit_report(
     let body = read_body(body)?;
     let report: ExecutionReport =
         serde_json::from_slice(&body).map_err(|e| Error::Malformed(format!("invalid report JSON: {e}")))?;
-    let response = state.report.submit_report(&caller, SubmitReportRequest { report: Some(report) }).await?;
+    let response = state
+        .report
+        .submit_report(&caller, received::SubmitReportRequest { report: Some(report), received: None })
+        .await?;
     Ok(ProtoJson(response).into_response())
 }
 
@@ -332,7 +336,7 @@ async fn submit_report_batch(
     let body = read_body(body)?;
     let request: SubmitReportBatchRequest =
         serde_json::from_slice(&body).map_err(|e| Error::Malformed(format!("invalid batch JSON: {e}")))?;
-    Ok(ProtoJson(state.report.submit_report_batch(&caller, request).await?).into_response())
+    Ok(ProtoJson(state.report.submit_report_batch(&caller, request.into()).await?).into_response())
 }
 
 fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {

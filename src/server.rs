@@ -39,10 +39,10 @@ use crate::{
         self,
         v1::{
             admin_service_server::AdminServiceServer, guardian_service_server::GuardianServiceServer,
-            query_service_server::QueryServiceServer, report_service_server::ReportServiceServer,
-            worker_service_server::WorkerServiceServer,
+            query_service_server::QueryServiceServer, worker_service_server::WorkerServiceServer,
         },
     },
+    received::service::report_service_server::ReportServiceServer,
     rest::{self, RestState},
     store::{
         Store,

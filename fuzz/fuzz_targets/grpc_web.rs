@@ -34,12 +34,12 @@ use http_body_util::{BodyExt, StreamBody};
 use libfuzzer_sys::fuzz_target;
 use runwarden::{
     config::MAX_MESSAGE_BYTES,
-    domain::validation::validate_report,
+    domain::validation::validate_received,
     error::Error,
-    proto::v1::{
-        FieldViolation, RejectedReport, SubmitReportBatchRequest, SubmitReportRequest, SubmitReportResponse,
-        SubmitReportsResponse,
-        report_service_server::{ReportService, ReportServiceServer},
+    proto::v1::{FieldViolation, RejectedReport, SubmitReportResponse, SubmitReportsResponse},
+    received::{
+        SubmitReportBatchRequest, SubmitReportRequest,
+        service::report_service_server::{ReportService, ReportServiceServer},
     },
 };
 use tokio::runtime::Runtime;
@@ -54,7 +54,7 @@ impl ValidatingReportService {
     fn summarize(reports: impl IntoIterator<Item = SubmitReportRequest>) -> SubmitReportsResponse {
         let mut response = SubmitReportsResponse::default();
         for (index, request) in reports.into_iter().enumerate() {
-            match validate_report(request.report, runwarden_fuzz::now()) {
+            match validate_received(request.report, request.received, runwarden_fuzz::now()) {
                 Ok(valid) => {
                     response.accepted += 1;
                     response.execution_ids.push(valid.report.execution_id);
@@ -82,8 +82,9 @@ impl ReportService for ValidatingReportService {
         &self,
         request: tonic::Request<SubmitReportRequest>,
     ) -> Result<tonic::Response<SubmitReportResponse>, Status> {
-        let valid =
-            validate_report(request.into_inner().report, runwarden_fuzz::now()).map_err(Error::InvalidArgument)?;
+        let request = request.into_inner();
+        let valid = validate_received(request.report, request.received, runwarden_fuzz::now())
+            .map_err(Error::InvalidArgument)?;
         Ok(tonic::Response::new(SubmitReportResponse { execution_id: valid.report.execution_id, ..Default::default() }))
     }
 
@@ -103,8 +104,10 @@ impl ReportService for ValidatingReportService {
         &self,
         request: tonic::Request<SubmitReportBatchRequest>,
     ) -> Result<tonic::Response<SubmitReportsResponse>, Status> {
-        let reports =
-            request.into_inner().reports.into_iter().map(|report| SubmitReportRequest { report: Some(report) });
+        let reports = request
+            .into_inner()
+            .into_pairs()
+            .map(|(report, received)| SubmitReportRequest { report: Some(report), received });
         Ok(tonic::Response::new(Self::summarize(reports)))
     }
 }

@@ -3,8 +3,11 @@
 //! file owns only the checks they have in common. Nothing here touches runwarden's state.
 
 use chrono::{DateTime, Utc};
+use prost::Message;
 use runwarden::{
-    domain::validation::{DURATION_TOLERANCE_MS, MAX_FUTURE_SKEW, ValidReport, from_timestamp, validate_report},
+    domain::validation::{
+        DURATION_TOLERANCE_MS, MAX_FUTURE_SKEW, ValidReport, from_timestamp, validate_received, validate_report,
+    },
     proto::v1::ExecutionReport,
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -19,7 +22,13 @@ pub fn now() -> DateTime<Utc> {
 /// it is accepted: the normalized report carries the typed facts, its timing is consistent, it
 /// is accepted again unchanged, and it survives the REST shim's JSON encoding.
 pub fn check_report(report: Option<ExecutionReport>) -> Option<ValidReport> {
-    let valid = match validate_report(report, now()) {
+    check_received(report, None)
+}
+
+/// [`check_report`] of a report received as `received` (bytes that decode as it), as the gRPC
+/// service validates it: also, the bytes to be stored decode as the normalized report.
+pub fn check_received(report: Option<ExecutionReport>, received: Option<Vec<u8>>) -> Option<ValidReport> {
+    let valid = match validate_received(report, received, now()) {
         Ok(valid) => valid,
         Err(violations) => {
             assert!(!violations.is_empty(), "a rejected report names at least one broken rule");
@@ -27,6 +36,7 @@ pub fn check_report(report: Option<ExecutionReport>) -> Option<ValidReport> {
         }
     };
     let stored = &valid.report;
+    assert_eq!(ExecutionReport::decode(valid.encoded.as_slice()).as_ref(), Ok(stored), "the stored bytes decode as the report");
     assert_eq!(stored.execution_id, valid.execution_id.hyphenated().to_string());
     assert_eq!(stored.duration_ms, Some(valid.duration_ms));
     let started = stored.started_at.as_ref().map(from_timestamp);
@@ -48,7 +58,11 @@ pub fn check_report(report: Option<ExecutionReport>) -> Option<ValidReport> {
     // What is stored must itself be a valid report: re-validating changes nothing. (This found
     // derived timing escaping the bounds sent timing is held to: regressions/report_protobuf/.)
     match validate_report(Some(stored.clone()), now()) {
-        Ok(again) => assert_eq!(again, valid, "normalizing a normalized report changed it"),
+        Ok(again) => assert_eq!(
+            ValidReport { encoded: Vec::new(), ..again },
+            ValidReport { encoded: Vec::new(), ..valid.clone() },
+            "normalizing a normalized report changed it"
+        ),
         Err(violations) => panic!("the normalized report is rejected on re-validation: {violations:?}"),
     }
 

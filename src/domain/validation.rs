@@ -59,11 +59,22 @@ impl fmt::Display for FieldViolation {
 pub struct ValidReport {
     /// The report as it will be stored: `execution_id`, both timestamps and `duration_ms` set.
     pub report: ExecutionReport,
+    /// `report`'s protobuf encoding, as stored: the bytes it was received in when they were kept
+    /// (see [`validate_received`]), else encoded anew. Either decodes as `report`.
+    pub encoded: Vec<u8>,
     pub execution_id: Uuid,
     pub outcome: Outcome,
     pub started_at: DateTime<Utc>,
     pub completed_at: DateTime<Utc>,
     pub duration_ms: i64,
+}
+
+impl ValidReport {
+    /// A copy of the bytes to store ([`ValidReport::encoded`]), or the report encoded anew if
+    /// they were taken.
+    pub fn encoded_copy(&self) -> Vec<u8> {
+        if self.encoded.is_empty() { self.report.encode_to_vec() } else { self.encoded.clone() }
+    }
 }
 
 /// Collects violations while walking a report.
@@ -100,6 +111,18 @@ impl Violations {
 /// it bounds future timestamps and stands in for `completed_at` when the worker sent none.
 pub fn validate_report(
     report: Option<ExecutionReport>,
+    now: DateTime<Utc>,
+) -> Result<ValidReport, Vec<FieldViolation>> {
+    validate_received(report, None, now)
+}
+
+/// [`validate_report`] of a report that arrived as `received`: an encoding that decodes as
+/// `report` (`crate::received` keeps it). Those bytes, with the fields normalization changed
+/// appended, become [`ValidReport::encoded`] instead of an encoding made anew; they may carry
+/// fields this server does not know, which decoding ignores.
+pub fn validate_received(
+    report: Option<ExecutionReport>,
+    received: Option<Vec<u8>>,
     now: DateTime<Utc>,
 ) -> Result<ValidReport, Vec<FieldViolation>> {
     let Some(mut report) = report else {
@@ -157,14 +180,70 @@ pub fn validate_report(
 
     match (v.0.is_empty(), execution_id, outcome, timing) {
         (true, Some(execution_id), Some(outcome), Some((started_at, completed_at, duration_ms))) => {
-            report.execution_id = execution_id.hyphenated().to_string();
-            report.started_at = Some(to_timestamp(started_at));
-            report.completed_at = Some(to_timestamp(completed_at));
+            let normalized = Normalized {
+                execution_id: execution_id.hyphenated().to_string(),
+                started_at: to_timestamp(started_at),
+                completed_at: to_timestamp(completed_at),
+                duration_ms,
+            };
+            let encoded = received.map(|mut bytes| {
+                normalized.append_changes(&report, &mut bytes);
+                bytes
+            });
+            report.execution_id = normalized.execution_id;
+            report.started_at = Some(normalized.started_at);
+            report.completed_at = Some(normalized.completed_at);
             report.duration_ms = Some(duration_ms);
-            Ok(ValidReport { report, execution_id, outcome, started_at, completed_at, duration_ms })
+            let encoded = encoded.unwrap_or_else(|| report.encode_to_vec());
+            Ok(ValidReport { report, encoded, execution_id, outcome, started_at, completed_at, duration_ms })
         }
         _ => Err(v.0),
     }
+}
+
+/// The fields normalization sets.
+struct Normalized {
+    execution_id: String,
+    started_at: Timestamp,
+    completed_at: Timestamp,
+    duration_ms: i64,
+}
+
+impl Normalized {
+    /// Appends to `bytes`, an encoding of `report`, each of these fields that differs from
+    /// `report`'s, so that the bytes decode as the normalized report: a later occurrence of a
+    /// scalar field replaces an earlier one, and a timestamp written with both of its fields
+    /// (zeros too, which prost would leave out) replaces both fields of an earlier one.
+    fn append_changes(&self, report: &ExecutionReport, bytes: &mut Vec<u8>) {
+        use prost::encoding::{int64, string};
+        if report.execution_id != self.execution_id {
+            string::encode(2, &self.execution_id, bytes);
+        }
+        for (tag, given, normalized) in
+            [(4, &report.started_at, &self.started_at), (5, &report.completed_at, &self.completed_at)]
+        {
+            if given.as_ref() != Some(normalized) {
+                encode_timestamp_in_full(tag, normalized, bytes);
+            }
+        }
+        if report.duration_ms != Some(self.duration_ms) {
+            int64::encode(6, &self.duration_ms, bytes);
+        }
+    }
+}
+
+/// A `google.protobuf.Timestamp` field with both of its fields written, as int64 and int32 are
+/// (two's complement, sign-extended to 64 bits).
+fn encode_timestamp_in_full(tag: u32, ts: &Timestamp, bytes: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    let seconds = ts.seconds as u64;
+    let nanos = i64::from(ts.nanos) as u64;
+    encode_key(tag, WireType::LengthDelimited, bytes);
+    encode_varint((2 + encoded_len_varint(seconds) + encoded_len_varint(nanos)) as u64, bytes);
+    encode_key(1, WireType::Varint, bytes);
+    encode_varint(seconds, bytes);
+    encode_key(2, WireType::Varint, bytes);
+    encode_varint(nanos, bytes);
 }
 
 /// Checks a worker name on its own (also used by queries that take one).
@@ -634,6 +713,61 @@ mod tests {
                 prop_assert!(valid.started_at <= valid.completed_at);
                 prop_assert!(valid.duration_ms >= 0);
                 prop_assert!(valid.completed_at <= now() + MAX_FUTURE_SKEW);
+            }
+        }
+
+        /// A report validated with the bytes it was received in is stored as bytes that decode
+        /// as the normalized report, whichever timing fields and id form it came with and
+        /// whatever unknown fields ride along; and it validates as the decoded report alone does.
+        #[test]
+        fn received_bytes_plus_appended_fields_decode_as_the_normalized_report(
+            id in prop_oneof![
+                Just(String::new()),
+                Just("0192f0c4-5b7e-7c3a-9a51-1f2d3c4b5a69".to_string()),
+                Just("0192F0C4-5B7E-7C3A-9A51-1F2D3C4B5A69".to_string()),
+                Just("{0192f0c4-5b7e-7c3a-9a51-1f2d3c4b5a69}".to_string()),
+                Just("0192f0c45b7e7c3a9a511f2d3c4b5a69".to_string()),
+                Just("not-a-uuid".to_string()),
+            ],
+            started in proptest::option::of((-20_000i64..0, 0..1_000_000_000i32)),
+            completed in proptest::option::of((-10_000i64..100, 0..1_000_000_000i32)),
+            duration in proptest::option::of(0i64..20_000_000),
+            unknown in proptest::collection::vec(any::<u8>(), 0..8),
+            partial_timestamp in any::<bool>(),
+        ) {
+            let at = |(offset, nanos): (i64, i32)| Timestamp { seconds: now().timestamp() + offset, nanos };
+            let report = ExecutionReport {
+                execution_id: id,
+                started_at: started.map(at),
+                completed_at: completed.map(at),
+                duration_ms: duration,
+                ..minimal()
+            };
+            let mut bytes = report.encode_to_vec();
+            // A field this server does not know (number 999, bytes).
+            prost::encoding::bytes::encode(999, &unknown, &mut bytes);
+            if partial_timestamp && report.started_at.is_none() {
+                // An empty started_at occurrence: the epoch, given (so kept as it came).
+                prost::encoding::encode_key(4, prost::encoding::WireType::LengthDelimited, &mut bytes);
+                prost::encoding::encode_varint(0, &mut bytes);
+            }
+            let generated = report.execution_id.is_empty();
+            let decoded = ExecutionReport::decode(bytes.as_slice()).expect("decodes");
+            let alone = validate_report(Some(decoded.clone()), now());
+            let received = validate_received(Some(decoded), Some(bytes), now());
+            match (alone, received) {
+                (Ok(mut alone), Ok(received)) => {
+                    prop_assert_eq!(ExecutionReport::decode(received.encoded.as_slice()).ok(), Some(received.report.clone()));
+                    prop_assert_eq!(ExecutionReport::decode(alone.encoded.as_slice()).ok(), Some(alone.report.clone()));
+                    if generated {
+                        // Each validation generates its own id.
+                        alone.execution_id = received.execution_id;
+                        alone.report.execution_id.clone_from(&received.report.execution_id);
+                    }
+                    prop_assert_eq!(ValidReport { encoded: Vec::new(), ..alone }, ValidReport { encoded: Vec::new(), ..received });
+                }
+                (Err(alone), Err(received)) => prop_assert_eq!(fields(Err(alone)), fields(Err(received))),
+                (alone, received) => prop_assert!(false, "alone {:?}, received {:?}", alone.is_ok(), received.is_ok()),
             }
         }
 

@@ -548,11 +548,14 @@ impl Pending {
         Pending { jobs: Vec::with_capacity(reports), plan: Some(Plan::with_capacity(reports)) }
     }
 
-    fn push(&mut self, job: Job, cache: &RowCache, scoring: &ScoringConfig) {
-        if let Some(plan) = &mut self.plan
-            && plan.add(&job.report, job.received_at, scoring, |name| cache.get(name)).is_err()
-        {
-            self.plan = None;
+    fn push(&mut self, mut job: Job, cache: &RowCache, scoring: &ScoringConfig) {
+        if let Some(plan) = &mut self.plan {
+            // Moved into the plan's row, not copied: should the plan be dropped, planning again
+            // from the jobs encodes the report anew.
+            let encoded = std::mem::take(&mut job.report.encoded);
+            if plan.add_encoded(&job.report, Some(encoded), job.received_at, scoring, |name| cache.get(name)).is_err() {
+                self.plan = None;
+            }
         }
         self.jobs.push(job);
     }

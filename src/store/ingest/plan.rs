@@ -123,6 +123,19 @@ impl Plan {
         scoring: &ScoringConfig,
         row_of: impl FnOnce(&str) -> Option<WorkerStart>,
     ) -> Result<(), NoRow> {
+        self.add_encoded(job, None, received_at, scoring, row_of)
+    }
+
+    /// [`Plan::add`] with the bytes to store already taken out of `job` (`encoded`, moved into
+    /// its row instead of copied); `None`, or empty, copies or encodes them from `job`.
+    pub fn add_encoded(
+        &mut self,
+        job: &ValidReport,
+        encoded: Option<Vec<u8>>,
+        received_at: DateTime<Utc>,
+        scoring: &ScoringConfig,
+        row_of: impl FnOnce(&str) -> Option<WorkerStart>,
+    ) -> Result<(), NoRow> {
         if self.seen.contains(&job.execution_id) {
             self.acks.push(Ack::Duplicate);
             return Ok(());
@@ -161,7 +174,7 @@ impl Plan {
             records_fetched: data.map_or(0, |d| d.records_fetched),
             records_processed: data.map_or(0, |d| d.records_processed),
             records_failed: data.map_or(0, |d| d.records_failed),
-            report: job.report.encode_to_vec(),
+            report: encoded.filter(|bytes| !bytes.is_empty()).unwrap_or_else(|| job.encoded_copy()),
             score_reliability: scores.reliability,
             score_performance: scores.performance,
             score_data_quality: scores.data_quality,
@@ -412,6 +425,7 @@ mod tests {
         let completed_at = DateTime::from_timestamp(completed_s, 0).unwrap_or_default();
         ValidReport {
             report: ExecutionReport { worker_type: "intel".into(), ..Default::default() },
+            encoded: Vec::new(),
             execution_id: Uuid::nil(),
             outcome,
             started_at,
@@ -502,6 +516,29 @@ mod tests {
         }
         assert!(!plan.matches(&changed), "a row changed since it was read is not the plan's");
         assert_eq!(plan.inserts.len(), 2, "3 rows: statements of 2 and 1");
+    }
+
+    #[test]
+    fn a_row_stores_the_bytes_handed_over_or_else_the_reports_encoding() {
+        let now = DateTime::from_timestamp(10_000, 0).unwrap_or_default();
+        let rows = [worker(1, "a")];
+        let row_of = |_: &str| rows.first().cloned().map(WorkerStart::from_row);
+        let mut job = report("a", 1, 1000);
+        // Bytes as received: the report plus a field this server does not know (number 999).
+        job.encoded = job.report.encode_to_vec();
+        prost::encoding::string::encode(999, &"from a newer client".to_string(), &mut job.encoded);
+        let received = job.encoded.clone();
+        let mut copied = Plan::with_capacity(1);
+        copied.add(&job, now, &ScoringConfig::default(), row_of).expect("row");
+        assert_eq!(copied.executions[0].report, received, "copied from the job");
+        let taken = std::mem::take(&mut job.encoded);
+        let mut moved = Plan::with_capacity(1);
+        moved.add_encoded(&job, Some(taken), now, &ScoringConfig::default(), row_of).expect("row");
+        assert_eq!(moved.executions[0].report, received, "moved in");
+        // Planned again from the job after its bytes were taken: encoded anew from the report.
+        let mut again = Plan::with_capacity(1);
+        again.add(&job, now, &ScoringConfig::default(), row_of).expect("row");
+        assert_eq!(again.executions[0].report, job.report.encode_to_vec());
     }
 
     #[test]
