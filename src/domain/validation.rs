@@ -60,7 +60,8 @@ pub struct ValidReport {
     /// The report as it will be stored: `execution_id`, both timestamps and `duration_ms` set.
     pub report: ExecutionReport,
     /// `report`'s protobuf encoding, as stored: the bytes it was received in when they were kept
-    /// (see [`validate_received`]), else encoded anew. Either decodes as `report`.
+    /// (see [`validate_received`]), else encoded anew. Either decodes as `report`. Empty once
+    /// the planner has moved it into a row ([`ValidReport::encoded_copy`] encodes anew then).
     pub encoded: Vec<u8>,
     pub execution_id: Uuid,
     pub outcome: Outcome,
