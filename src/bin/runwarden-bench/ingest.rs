@@ -650,7 +650,7 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64, wo
                 runwarden::domain::validation::validate_report(Some(report), made).expect("the sample report is valid");
             let mut state = runwarden::domain::learning::WorkerRunningState::default();
             let analysis = runwarden::domain::analysis::analyze(&valid, &mut state, &scoring);
-            (worker_id, valid.report.encode_to_vec(), analysis.encode_to_vec())
+            (worker_id, valid.encoded, analysis.encode_to_vec())
         })
         .collect();
     let started = Instant::now();
