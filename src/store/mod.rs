@@ -273,7 +273,7 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
 /// WAL size (pages) at which the SQLite writer checkpoints by itself, inside a commit: a safety
 /// net for when the checkpointer falls behind. SQLite's default is 1,000 pages, which puts a
 /// checkpoint (copying pages into the database file, and an fsync) in every few commits.
-const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
+pub const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
 
 /// How often the checkpointer copies committed WAL pages into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);

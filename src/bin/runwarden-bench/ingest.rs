@@ -1,7 +1,8 @@
 //! `runwarden-bench ingest`: report ingest against its two limits, measured in one run on the
 //! same machine and message — the wire (a bare tonic echo server) and the storage (raw inserts of
-//! the same rows, no server) — with runwarden in between, as a child process so that its CPU and
-//! peak RSS are its own.
+//! the same rows, no server, through the server's driver and, on SQLite, through SQLite's C API) —
+//! with runwarden in between, as a child process so that its CPU and peak RSS are its own, and on
+//! SQLite beside the issue's reference design built minimally (`minimal.rs`).
 
 use std::{
     collections::BTreeMap,
@@ -167,13 +168,20 @@ impl GroupCommit {
 pub async fn serve_echo(listen: std::net::SocketAddr, commit: Option<Duration>) {
     let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
     println!("addr={}", listener.local_addr().expect("addr"));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let service = EchoService { group: commit.map(GroupCommit::spawn) };
     tonic::transport::Server::builder()
         .add_service(ReportServiceServer::new(service).max_decoding_message_size(64 << 20))
-        .serve_with_incoming(incoming)
+        .serve_with_incoming(incoming(listener))
         .await
         .expect("echo server");
+}
+
+/// `listener`'s connections with `TCP_NODELAY` set, as tonic's own `serve` sets it by default and
+/// as runwarden sets it. (`serve_with_incoming` ignores the builder's `tcp_nodelay`: until the
+/// twenty-eighth session the echo server answered with Nagle's algorithm on, and its p99 was
+/// 45–52 ms in most runs, the delayed-ACK timer.)
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// A server in a child process, with its address, CPU time and peak memory readable from /proc.
@@ -591,7 +599,29 @@ pub const REPORT_WORKERS: u64 = 20;
 /// runwarden's rows costs, not what parsing SQL costs. They are the server's rows: spread over
 /// `workers` workers in turn (the ingest benchmark's reports name [`REPORT_WORKERS`]), each
 /// carrying the report and analysis the server stores for the sample report.
+/// How [`raw_inserts`] hands its statements to the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// The way the server does: sea-orm over sqlx (on SQLite, a connection thread that each
+    /// statement is handed to and answered from).
+    Server,
+    /// SQLite only: the same statements through SQLite's C API (rusqlite) on the loop's own
+    /// thread, on a connection opened with the writer's settings. What the database itself
+    /// allows, without the driver's hand-offs and value conversions.
+    SqliteCApi,
+}
+
 pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64, workers: u64) -> Run {
+    raw_inserts_with(url, duration, per_transaction, workers, Driver::Server).await
+}
+
+pub async fn raw_inserts_with(
+    url: &str,
+    duration: Duration,
+    per_transaction: u64,
+    workers: u64,
+    driver: Driver,
+) -> Run {
     use runwarden::store::{
         Store, StoreOptions,
         executions::{ExecutionRow, insert_statements},
@@ -653,6 +683,10 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64, wo
             (worker_id, valid.encoded, analysis.encode_to_vec())
         })
         .collect();
+    let mut c_api = match driver {
+        Driver::Server => None,
+        Driver::SqliteCApi => Some(c_api_writer(url)),
+    };
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut reports = 0u64;
@@ -689,24 +723,79 @@ pub async fn raw_inserts(url: &str, duration: Duration, per_transaction: u64, wo
                 }
             })
             .collect();
-        let txn = store.begin_write().await.expect("begin");
-        for statement in insert_statements(backend, rows) {
-            txn.execute_raw(statement).await.expect("insert");
+        match &mut c_api {
+            None => {
+                let txn = store.begin_write().await.expect("begin");
+                for statement in insert_statements(backend, rows) {
+                    txn.execute_raw(statement).await.expect("insert");
+                }
+                txn.commit().await.expect("commit");
+            }
+            Some(conn) => {
+                let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).expect("begin");
+                for statement in insert_statements(backend, rows) {
+                    let mut prepared = txn.prepare_cached(&statement.sql).expect("prepare");
+                    for (k, value) in statement.values.iter().flat_map(|v| v.0.iter()).enumerate() {
+                        prepared.raw_bind_parameter(k + 1, c_api_value(value)).expect("bind");
+                    }
+                    prepared.raw_execute().expect("insert");
+                }
+                txn.commit().expect("commit");
+            }
         }
-        txn.commit().await.expect("commit");
         i += per_transaction;
         reports += per_transaction;
         latencies.push(call.elapsed());
     }
     let elapsed = started.elapsed();
     store.close().await;
+    let how = match driver {
+        Driver::Server => "",
+        Driver::SqliteCApi => " through SQLite's C API",
+    };
     Run {
-        name: format!("raw storage inserts, {per_transaction} per transaction (no server)"),
+        name: format!("raw storage inserts{how}, {per_transaction} per transaction (no server)"),
         reports,
         elapsed,
         latencies,
         server_cpu: None,
         peak_rss_mb: None,
+    }
+}
+
+/// A connection to the SQLite file of `url` (`sqlite://PATH?…`) with the server's writer settings.
+fn c_api_writer(url: &str) -> rusqlite::Connection {
+    let path = url.strip_prefix("sqlite://").and_then(|rest| rest.split('?').next()).expect("a sqlite:// URL");
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy_timeout");
+    let writer_cache = format!("-{}", u64::from(runwarden::store::DEFAULT_WRITER_CACHE_MIB) * 1024);
+    let pages = runwarden::store::WRITER_CHECKPOINT_PAGES.to_string();
+    for (pragma, value) in [
+        ("journal_mode", "WAL"),
+        ("synchronous", "FULL"),
+        ("foreign_keys", "ON"),
+        ("temp_store", "memory"),
+        ("cache_size", writer_cache.as_str()),
+        ("wal_autocheckpoint", pages.as_str()),
+    ] {
+        conn.pragma_update(None, pragma, value).expect("pragma");
+    }
+    conn
+}
+
+/// A statement value as SQLite's C API binds it (the types the executions rows use).
+fn c_api_value(value: &sea_orm::Value) -> rusqlite::types::Value {
+    use rusqlite::types::Value as Sql;
+    use sea_orm::Value as V;
+    let int = |v: Option<i64>| v.map_or(Sql::Null, Sql::Integer);
+    match value {
+        V::Bool(v) => int(v.map(i64::from)),
+        V::Int(v) => int(v.map(i64::from)),
+        V::BigInt(v) => int(*v),
+        V::Double(v) => v.map_or(Sql::Null, Sql::Real),
+        V::String(v) => v.clone().map_or(Sql::Null, Sql::Text),
+        V::Bytes(v) => v.clone().map_or(Sql::Null, Sql::Blob),
+        other => panic!("the raw baseline binds no {other:?}"),
     }
 }
 
@@ -719,6 +808,16 @@ mod tests {
     /// analysis.
     #[tokio::test]
     async fn raw_rows_are_the_rows_the_server_stores() {
+        let through_driver = raw_rows(super::Driver::Server).await;
+        // Through SQLite's C API the same statements store the same rows, value for value (but
+        // the fresh execution ids and clock readings).
+        assert_eq!(raw_rows(super::Driver::SqliteCApi).await, through_driver);
+    }
+
+    /// Runs the raw baseline for 200 ms with `driver`, checks its rows, and returns one row's
+    /// columns but its execution id and times (and the report blob only by its type, since it holds
+    /// both; every stored report is decoded and checked here).
+    async fn raw_rows(driver: super::Driver) -> Vec<String> {
         use prost::Message;
         use runwarden::{
             proto::v1::{Analysis, ExecutionReport},
@@ -728,7 +827,8 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/raw.db?mode=rwc", dir.path().display());
-        let run = super::raw_inserts(&url, super::Duration::from_millis(200), 100, super::REPORT_WORKERS).await;
+        let run =
+            super::raw_inserts_with(&url, super::Duration::from_millis(200), 100, super::REPORT_WORKERS, driver).await;
         assert!(run.reports >= 100 && run.reports % 100 == 0, "{} rows", run.reports);
 
         let store = Store::connect(&url, &StoreOptions::default()).await.expect("open");
@@ -755,7 +855,29 @@ mod tests {
         }
         assert_eq!(per_worker.len() as u64, super::REPORT_WORKERS);
         assert!(per_worker.values().all(|&n| n == run.reports / super::REPORT_WORKERS), "{per_worker:?}");
+        let first = store
+            .reader()
+            .query_one_raw(Statement::from_string(
+                store.backend(),
+                "SELECT worker_id, typeof(worker_id), outcome, duration_ms, records_fetched, records_processed, \
+                 records_failed, typeof(report), score_reliability, typeof(score_reliability), score_performance, \
+                 score_data_quality, score_resource_efficiency, score_overall, quality_level, time_of_day_utc, \
+                 day_of_week, execution_number_today, hex(analysis), length(execution_id) \
+                 FROM executions ORDER BY id LIMIT 1",
+            ))
+            .await
+            .expect("first row")
+            .expect("a row");
+        let columns = (0..20)
+            .map(|k| {
+                let text: Result<String, _> = first.try_get_by_index(k);
+                text.or_else(|_| first.try_get_by_index::<i64>(k).map(|v| v.to_string()))
+                    .or_else(|_| first.try_get_by_index::<f64>(k).map(|v| v.to_string()))
+                    .expect("a column")
+            })
+            .collect();
         store.close().await;
+        columns
     }
 
     #[test]

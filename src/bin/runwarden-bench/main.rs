@@ -21,6 +21,7 @@
 
 mod guardian;
 mod ingest;
+mod minimal;
 mod overload;
 mod soak;
 
@@ -195,6 +196,9 @@ enum Bench {
         /// Workers the rows are spread over, in turn (the ingest benchmark's reports name 20).
         #[arg(long, default_value_t = ingest::REPORT_WORKERS)]
         workers: u64,
+        /// SQLite only: the same statements through SQLite's C API instead of the server's driver.
+        #[arg(long)]
+        c_api: bool,
     },
     /// The bare tonic echo server the ingest benchmark uses as the wire limit.
     EchoServer {
@@ -204,6 +208,15 @@ enum Bench {
         /// (no CPU), as a group-commit writer would: the limit its cadence alone sets.
         #[arg(long)]
         commit_us: Option<u64>,
+    },
+    /// The issue's reference design, built minimally: tonic and a group-commit writer on SQLite
+    /// (WAL, synchronous=FULL), no other work per report (the ingest benchmark measures it).
+    MinimalServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// The SQLite file to store into (created if missing).
+        #[arg(long)]
+        database: std::path::PathBuf,
     },
 }
 
@@ -560,6 +573,24 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
             }
             None => String::new(),
         };
+        // The issue's reference design on SQLite, built minimally (`minimal-server`): what a
+        // durable server that does nothing else per report reaches on this machine.
+        let minimal = pg.is_none().then(|| {
+            let path = dir.join(format!("minimal-{}.db", uuid::Uuid::new_v4().simple()));
+            let path = path.to_str().expect("utf-8 path").to_owned();
+            ServerProcess::start(me.to_str().expect("utf-8 path"), &["minimal-server", "--database", &path])
+        });
+        let minimal_unary = match &minimal {
+            Some(minimal) => {
+                let name =
+                    "minimal group-commit server (tonic + SQLite synchronous=FULL, nothing else), unary, 256 in flight";
+                let run = measure(name, minimal, Shape::Unary, 256, d).await;
+                let rate = run.rate();
+                runs.push(run);
+                Some(rate)
+            }
+            None => None,
+        };
 
         // The storage limit at 1,000 rows per transaction (what the ratio targets are stated
         // against) before and after the bulk runs, and once at the writer's own largest
@@ -586,18 +617,58 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
         let rss = server.rss_mb();
         let peak = server.peak_rss_mb();
         server.stop();
+        let mut minimal_bulk = Vec::new();
+        if let Some(minimal) = minimal {
+            for (name, shape, in_flight) in [
+                ("stream of 1,000, 4 streams", Shape::Stream(1000), 4),
+                ("batch of 1,000, 4 in flight", Shape::Batch(1000), 4),
+            ] {
+                let name = format!("minimal group-commit server (SQLite), {name}");
+                minimal_bulk.push(measure(&name, &minimal, shape, in_flight, d).await);
+            }
+            minimal.stop();
+        }
         let raw_after = raw(1000).await;
         let raw_largest = raw(runwarden::store::ingest::DEFAULT_MAX_BATCH as u64).await;
+        // The same statements through SQLite's C API: what the database allows without the driver.
+        let raw_c_api = match pg {
+            Some(_) => None,
+            None => {
+                let url = format!("sqlite://{}/raw-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple());
+                let mut run =
+                    ingest::raw_inserts_with(&url, d, 1000, ingest::REPORT_WORKERS, ingest::Driver::SqliteCApi).await;
+                run.name = format!("{label}: {}", run.name);
+                Some(run)
+            }
+        };
         let raw_1000 = (raw_before.rate() + raw_after.rate()) / 2.0;
         let best_bulk = bulk.iter().map(Run::rate).fold(0.0, f64::max);
         let raw_largest_rate = raw_largest.rate();
+        let minimal_best = minimal_bulk.iter().map(Run::rate).fold(0.0, f64::max);
         runs.push(raw_before);
         runs.extend(bulk);
+        runs.extend(minimal_bulk);
+        let c_api_rate = raw_c_api.as_ref().map(Run::rate);
         runs.extend([raw_after, raw_largest]);
+        runs.extend(raw_c_api);
+        let reference = match (minimal_unary, c_api_rate) {
+            (Some(minimal_unary), Some(c_api_rate)) => format!(
+                "; the minimal group-commit server: unary@256 / wire = {:.2}, best stream-or-batch / storage = {:.2}, \
+                 so runwarden reaches {:.2} and {:.2} of it; the raw inserts through SQLite's C API: {c_api_rate:.0}/s \
+                 = {:.2} of raw inserts through the server's driver, and runwarden's best stream-or-batch = {:.2} of them",
+                minimal_unary / echo_rate,
+                minimal_best / raw_1000,
+                unary_256 / minimal_unary,
+                best_bulk / minimal_best,
+                c_api_rate / raw_1000,
+                best_bulk / c_api_rate,
+            ),
+            _ => String::new(),
+        };
         summary.push(format!(
             "{label}: unary@256 / wire = {:.2} (echo {echo_rate:.0}/s, the mean of the runs before and after{cadence}); \
              best stream-or-batch / storage = {:.2} (raw inserts {raw_1000:.0}/s, the mean of the runs before and \
-             after; at {} per transaction: {:.2}); server RSS now {rss:.0} MB, peak {peak:.0} MB",
+             after; at {} per transaction: {:.2}); server RSS now {rss:.0} MB, peak {peak:.0} MB{reference}",
             unary_256 / echo_rate,
             best_bulk / raw_1000,
             runwarden::store::ingest::DEFAULT_MAX_BATCH,
@@ -805,10 +876,17 @@ async fn main() {
         Bench::EchoServer { listen, commit_us } => {
             ingest::serve_echo(listen, commit_us.map(Duration::from_micros)).await;
         }
-        Bench::Raw { per_transaction, seconds, database, workers } => {
+        Bench::MinimalServer { listen, database } => minimal::serve(listen, &database).await,
+        Bench::Raw { per_transaction, seconds, database, workers, c_api } => {
             let dir = tempfile_dir();
             let url = database.unwrap_or_else(|| format!("sqlite://{}/raw.db?mode=rwc", dir.display()));
-            let run = ingest::raw_inserts(&url, Duration::from_secs(seconds), per_transaction, workers).await;
+            if c_api && !url.starts_with("sqlite:") {
+                eprintln!("--c-api is for SQLite databases only");
+                std::process::exit(2);
+            }
+            let driver = if c_api { ingest::Driver::SqliteCApi } else { ingest::Driver::Server };
+            let run =
+                ingest::raw_inserts_with(&url, Duration::from_secs(seconds), per_transaction, workers, driver).await;
             println!("{} rows in {:.1} s: {:.0}/s", run.reports, run.elapsed.as_secs_f64(), run.rate());
             let _ = std::fs::remove_dir_all(&dir);
         }
