@@ -880,6 +880,19 @@ mod tests {
         columns
     }
 
+    /// The benchmark's servers answer without Nagle's delay, as tonic's own `serve` and runwarden
+    /// do (`serve_with_incoming` would leave it on).
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay_set() {
+        use tokio_stream::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut incoming = super::incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = incoming.next().await.expect("a connection").expect("accepted");
+        assert!(accepted.nodelay().expect("TCP_NODELAY readable"));
+    }
+
     #[test]
     fn a_metric_is_read_by_its_whole_name() {
         let text = "# TYPE runwarden_ingest_commit_seconds histogram\n\
