@@ -48,7 +48,7 @@ struct Row {
 impl Row {
     fn of(report: &ExecutionReport) -> Row {
         let micros = |t: &Option<pbjson_types::Timestamp>| {
-            t.as_ref().map_or(0, |t| t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1000))
+            t.as_ref().map_or(0, |t| t.seconds.saturating_mul(1_000_000).saturating_add(i64::from(t.nanos / 1000)))
         };
         Row {
             execution_id: report.execution_id.clone(),
