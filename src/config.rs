@@ -239,6 +239,7 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<u64>,
     pub pool_size: Option<u32>,
     pub sqlite_writer_cache_mib: Option<u32>,
+    pub sqlite_ingest_c_api: Option<bool>,
     pub scoring: Option<ScoringFile>,
     pub guardian: Option<GuardianFile>,
     pub detector: Option<DetectorFile>,
@@ -527,6 +528,9 @@ impl Config {
         if let Some(mib) = file.sqlite_writer_cache_mib {
             config.store.writer_cache_mib = mib;
         }
+        if let Some(on) = file.sqlite_ingest_c_api {
+            config.store.ingest_c_api = on;
+        }
         if let Some(capacity) = args.queue_capacity.or(file.queue_capacity) {
             config.ingest.queue_capacity = capacity;
         }
@@ -653,6 +657,7 @@ pub fn resolve_store(args: &DatabaseArgs) -> Result<(String, StoreOptions), Stri
         synchronous: args.sqlite_synchronous.or(file.sqlite_synchronous).unwrap_or_default(),
         pool_size: file.pool_size.unwrap_or(StoreOptions::default().pool_size),
         writer_cache_mib: file.sqlite_writer_cache_mib.unwrap_or(StoreOptions::default().writer_cache_mib),
+        ingest_c_api: file.sqlite_ingest_c_api.unwrap_or(StoreOptions::default().ingest_c_api),
         ..StoreOptions::default()
     };
     Ok((resolve_database(args, &file), options))

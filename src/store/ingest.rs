@@ -40,6 +40,7 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use super::{
     Store,
     anomalies::{insert as insert_anomalies, open_kinds as open_anomaly_kinds, resolve as resolve_anomalies},
+    c_api::CApiTxn,
     entities::workers,
     executions::existing_ids,
     rollups::PendingRollups,
@@ -890,7 +891,22 @@ async fn write_planned(
     plan: Option<Plan>,
     committing: impl Fn(),
 ) -> Result<(Plan, bool), DbErr> {
-    let mut txn = store.begin_write().await?;
+    match store.c_api_writer() {
+        Some(writer) => write_planned_on(|| writer.begin(), store, scoring, jobs, plan, committing).await,
+        None => write_planned_on(|| store.begin_write(), store, scoring, jobs, plan, committing).await,
+    }
+}
+
+/// [`write_planned`] in transactions `begin` opens.
+async fn write_planned_on<T: WriteTxn, F: Future<Output = Result<T, DbErr>>>(
+    begin: impl Fn() -> F,
+    store: &Store,
+    scoring: &ScoringConfig,
+    jobs: &[(ValidReport, DateTime<Utc>)],
+    plan: Option<Plan>,
+    committing: impl Fn(),
+) -> Result<(Plan, bool), DbErr> {
+    let mut txn = begin().await?;
     if let Some(mut plan) = plan {
         let names: Vec<&str> = plan.workers.keys().map(String::as_str).collect();
         let rows = load_workers(&txn, store.backend(), names).await?;
@@ -903,7 +919,7 @@ async fn write_planned(
                 }
                 Applied::AlreadyStored => {
                     txn.rollback().await?;
-                    txn = store.begin_write().await?;
+                    txn = begin().await?;
                 }
             }
         }
@@ -923,6 +939,33 @@ async fn write_planned(
     }
 }
 
+/// A write transaction the ingest writer commits: sea-orm's (sqlx's connection, or PostgreSQL) or
+/// the SQLite C API's ([`CApiTxn`]).
+trait WriteTxn: ConnectionTrait + Send {
+    async fn commit(self) -> Result<(), DbErr>;
+    async fn rollback(self) -> Result<(), DbErr>;
+}
+
+impl WriteTxn for DatabaseTransaction {
+    async fn commit(self) -> Result<(), DbErr> {
+        DatabaseTransaction::commit(self).await
+    }
+
+    async fn rollback(self) -> Result<(), DbErr> {
+        DatabaseTransaction::rollback(self).await
+    }
+}
+
+impl WriteTxn for CApiTxn {
+    async fn commit(self) -> Result<(), DbErr> {
+        CApiTxn::commit(self)
+    }
+
+    async fn rollback(self) -> Result<(), DbErr> {
+        CApiTxn::rollback(self)
+    }
+}
+
 /// What [`apply`] came to.
 #[must_use]
 enum Applied {
@@ -935,7 +978,7 @@ enum Applied {
 /// Plans `jobs` from the database, inside the write transaction: reports already stored are
 /// duplicates, and a worker reporting for the first time gets its row.
 async fn plan_in(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     backend: DbBackend,
     scoring: &ScoringConfig,
     jobs: &[(ValidReport, DateTime<Utc>)],
@@ -982,7 +1025,7 @@ async fn plan_in(
 /// Writes what `plan` decided: the executions, rollups, anomalies, alerts, the workers' rows and
 /// (on PostgreSQL) the notice to the other replicas. The caller commits, unless one of the
 /// executions was already stored ([`Applied::AlreadyStored`]; then nothing after them is written).
-async fn apply(txn: &DatabaseTransaction, store: &Store, plan: &mut Plan) -> Result<Applied, DbErr> {
+async fn apply(txn: &impl ConnectionTrait, store: &Store, plan: &mut Plan) -> Result<Applied, DbErr> {
     if plan.stored.is_empty() {
         return Ok(Applied::Whole);
     }

@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod anomalies;
+pub mod c_api;
 pub mod entities;
 pub mod executions;
 pub mod ingest;
@@ -71,6 +72,9 @@ pub struct StoreOptions {
     /// and heartbeats update; SQLite's own default (2 MiB) makes it re-read pages the OS still
     /// holds, and the write path slows as the file grows past it. Readers keep the default.
     pub writer_cache_mib: u32,
+    /// SQLite files: the ingest writer commits on a connection of its own through SQLite's C API
+    /// ([`c_api`]) instead of through sqlx's writer connection.
+    pub ingest_c_api: bool,
 }
 
 impl Default for StoreOptions {
@@ -81,6 +85,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             writer_cache_mib: DEFAULT_WRITER_CACHE_MIB,
+            ingest_c_api: true,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct Store {
     pg_connect: Option<PgConnectOptions>,
     /// How long to wait for a pooled connection.
     acquire_timeout: Duration,
+    /// The ingest writer's own connection (SQLite files, unless configured off).
+    c_api: Option<c_api::CApiWriter>,
     /// SQLite files only; aborted when the last clone of the store is dropped.
     _checkpointer: Option<Arc<Checkpointer>>,
 }
@@ -160,7 +167,12 @@ impl Store {
             .acquire_timeout(self.acquire_timeout)
             .connect_lazy_with(connect);
         let db = SqlxPostgresConnector::from_sqlx_postgres_pool(pool);
-        Some(Store { read: db.clone(), write: db, _checkpointer: None, ..self.clone() })
+        Some(Store { read: db.clone(), write: db, c_api: None, _checkpointer: None, ..self.clone() })
+    }
+
+    /// The ingest writer's connection through SQLite's C API, on a SQLite file.
+    pub fn c_api_writer(&self) -> Option<&c_api::CApiWriter> {
+        self.c_api.as_ref()
     }
 
     pub fn reader(&self) -> &DatabaseConnection {
@@ -243,9 +255,23 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         // round trip to SQLite's thread in every write transaction.
         .test_before_acquire(false)
         .before_acquire(|conn, _| Box::pin(writer_is_clean(conn)))
-        .connect_with(writer_connect)
+        .connect_with(writer_connect.clone())
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot open {url}: {e}"))))?;
+    let c_api = if options.ingest_c_api && !in_memory {
+        let settings = c_api::WriterSettings {
+            busy_timeout: options.busy_timeout,
+            synchronous: match options.synchronous {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            },
+            cache_kib: u64::from(options.writer_cache_mib.max(1)) * 1024,
+            checkpoint_pages: WRITER_CHECKPOINT_PAGES,
+        };
+        Some(c_api::CApiWriter::open(writer_connect.get_filename(), writer.clone(), &settings)?)
+    } else {
+        None
+    };
     let write = SqlxSqliteConnector::from_sqlx_sqlite_pool(writer);
     // An in-memory database exists once per connection: readers must share the writer's.
     let read = if in_memory {
@@ -266,6 +292,7 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         replica: new_replica_id(),
         pg_connect: None,
         acquire_timeout: options.connect_timeout,
+        c_api,
         _checkpointer: checkpointer,
     })
 }
@@ -407,6 +434,7 @@ async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Store, Db
         replica: new_replica_id(),
         pg_connect: Some(connect),
         acquire_timeout: options.connect_timeout,
+        c_api: None,
         _checkpointer: None,
     })
 }

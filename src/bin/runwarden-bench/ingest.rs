@@ -602,9 +602,14 @@ pub const REPORT_WORKERS: u64 = 20;
 /// How [`raw_inserts`] hands its statements to the database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
-    /// The way the server does: sea-orm over sqlx (on SQLite, a connection thread that each
-    /// statement is handed to and answered from).
+    /// The way the server's ingest writer does: on a SQLite file, sea-orm statements on the
+    /// store's own connection through SQLite's C API (`runwarden::store::c_api`), taking turns
+    /// with sqlx's writer; otherwise (PostgreSQL) sea-orm over sqlx.
     Server,
+    /// sea-orm over sqlx's writer connection (on SQLite, a connection thread that each statement
+    /// is handed to and answered from): the server's ingest writer before it had its own
+    /// connection, and every other writer still.
+    Sqlx,
     /// SQLite only: the same statements through SQLite's C API (rusqlite) on the loop's own
     /// thread, on a connection opened with the writer's settings. What the database itself
     /// allows, without the driver's hand-offs and value conversions.
@@ -684,9 +689,10 @@ pub async fn raw_inserts_with(
         })
         .collect();
     let mut c_api = match driver {
-        Driver::Server => None,
+        Driver::Server | Driver::Sqlx => None,
         Driver::SqliteCApi => Some(c_api_writer(url)),
     };
+    let ingest_connection = store.c_api_writer().filter(|_| driver == Driver::Server);
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut reports = 0u64;
@@ -724,6 +730,13 @@ pub async fn raw_inserts_with(
             })
             .collect();
         match &mut c_api {
+            None if ingest_connection.is_some() => {
+                let txn = ingest_connection.expect("checked").begin().await.expect("begin");
+                for statement in insert_statements(backend, rows) {
+                    txn.execute_raw(statement).await.expect("insert");
+                }
+                txn.commit().expect("commit");
+            }
             None => {
                 let txn = store.begin_write().await.expect("begin");
                 for statement in insert_statements(backend, rows) {
@@ -751,7 +764,9 @@ pub async fn raw_inserts_with(
     store.close().await;
     let how = match driver {
         Driver::Server => "",
-        Driver::SqliteCApi => " through SQLite's C API",
+        Driver::Sqlx if backend == sea_orm::DbBackend::Sqlite => " through sqlx's connection thread",
+        Driver::Sqlx => "",
+        Driver::SqliteCApi => " on a bare rusqlite connection",
     };
     Run {
         name: format!("raw storage inserts{how}, {per_transaction} per transaction (no server)"),
@@ -809,9 +824,10 @@ mod tests {
     #[tokio::test]
     async fn raw_rows_are_the_rows_the_server_stores() {
         let through_driver = raw_rows(super::Driver::Server).await;
-        // Through SQLite's C API the same statements store the same rows, value for value (but
-        // the fresh execution ids and clock readings).
+        // On a bare rusqlite connection and through sqlx the same statements store the same rows,
+        // value for value (but the fresh execution ids and clock readings).
         assert_eq!(raw_rows(super::Driver::SqliteCApi).await, through_driver);
+        assert_eq!(raw_rows(super::Driver::Sqlx).await, through_driver);
     }
 
     /// Runs the raw baseline for 200 ms with `driver`, checks its rows, and returns one row's

@@ -196,9 +196,14 @@ enum Bench {
         /// Workers the rows are spread over, in turn (the ingest benchmark's reports name 20).
         #[arg(long, default_value_t = ingest::REPORT_WORKERS)]
         workers: u64,
-        /// SQLite only: the same statements through SQLite's C API instead of the server's driver.
+        /// SQLite only: the same statements on a bare rusqlite connection (no gate, no sea-orm)
+        /// instead of the server's ingest connection.
         #[arg(long)]
         c_api: bool,
+        /// The same statements through sqlx's writer connection (the server's ingest writer's
+        /// driver before it had a C API connection of its own on SQLite).
+        #[arg(long, conflicts_with = "c_api")]
+        sqlx: bool,
     },
     /// The bare tonic echo server the ingest benchmark uses as the wire limit.
     EchoServer {
@@ -630,15 +635,18 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
         }
         let raw_after = raw(1000).await;
         let raw_largest = raw(runwarden::store::ingest::DEFAULT_MAX_BATCH as u64).await;
-        // The same statements through SQLite's C API: what the database allows without the driver.
-        let raw_c_api = match pg {
-            Some(_) => None,
+        // The same statements on a bare rusqlite connection (what the database allows without
+        // sea-orm and the gate), and through sqlx's connection thread (the writer's old driver).
+        let (raw_c_api, raw_sqlx) = match pg {
+            Some(_) => (None, None),
             None => {
-                let url = format!("sqlite://{}/raw-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple());
-                let mut run =
-                    ingest::raw_inserts_with(&url, d, 1000, ingest::REPORT_WORKERS, ingest::Driver::SqliteCApi).await;
-                run.name = format!("{label}: {}", run.name);
-                Some(run)
+                let on = async |driver| {
+                    let url = format!("sqlite://{}/raw-{}.db?mode=rwc", dir.display(), uuid::Uuid::new_v4().simple());
+                    let mut run = ingest::raw_inserts_with(&url, d, 1000, ingest::REPORT_WORKERS, driver).await;
+                    run.name = format!("{label}: {}", run.name);
+                    run
+                };
+                (Some(on(ingest::Driver::SqliteCApi).await), Some(on(ingest::Driver::Sqlx).await))
             }
         };
         let raw_1000 = (raw_before.rate() + raw_after.rate()) / 2.0;
@@ -649,19 +657,24 @@ async fn ingest_bench(seconds: u64, postgres: Option<String>) {
         runs.extend(bulk);
         runs.extend(minimal_bulk);
         let c_api_rate = raw_c_api.as_ref().map(Run::rate);
+        let sqlx_rate = raw_sqlx.as_ref().map(Run::rate);
         runs.extend([raw_after, raw_largest]);
         runs.extend(raw_c_api);
-        let reference = match (minimal_unary, c_api_rate) {
-            (Some(minimal_unary), Some(c_api_rate)) => format!(
+        runs.extend(raw_sqlx);
+        let reference = match (minimal_unary, c_api_rate, sqlx_rate) {
+            (Some(minimal_unary), Some(c_api_rate), Some(sqlx_rate)) => format!(
                 "; the minimal group-commit server: unary@256 / wire = {:.2}, best stream-or-batch / storage = {:.2}, \
-                 so runwarden reaches {:.2} and {:.2} of it; the raw inserts through SQLite's C API: {c_api_rate:.0}/s \
-                 = {:.2} of raw inserts through the server's driver, and runwarden's best stream-or-batch = {:.2} of them",
+                 so runwarden reaches {:.2} and {:.2} of it; raw inserts on a bare rusqlite connection: \
+                 {c_api_rate:.0}/s = {:.2} of raw inserts through the server's ingest connection, and runwarden's \
+                 best stream-or-batch = {:.2} of them; raw inserts through sqlx: {sqlx_rate:.0}/s = {:.2} of the \
+                 server's ingest connection",
                 minimal_unary / echo_rate,
                 minimal_best / raw_1000,
                 unary_256 / minimal_unary,
                 best_bulk / minimal_best,
                 c_api_rate / raw_1000,
                 best_bulk / c_api_rate,
+                sqlx_rate / raw_1000,
             ),
             _ => String::new(),
         };
@@ -877,14 +890,18 @@ async fn main() {
             ingest::serve_echo(listen, commit_us.map(Duration::from_micros)).await;
         }
         Bench::MinimalServer { listen, database } => minimal::serve(listen, &database).await,
-        Bench::Raw { per_transaction, seconds, database, workers, c_api } => {
+        Bench::Raw { per_transaction, seconds, database, workers, c_api, sqlx } => {
             let dir = tempfile_dir();
             let url = database.unwrap_or_else(|| format!("sqlite://{}/raw.db?mode=rwc", dir.display()));
             if c_api && !url.starts_with("sqlite:") {
                 eprintln!("--c-api is for SQLite databases only");
                 std::process::exit(2);
             }
-            let driver = if c_api { ingest::Driver::SqliteCApi } else { ingest::Driver::Server };
+            let driver = match (c_api, sqlx) {
+                (true, _) => ingest::Driver::SqliteCApi,
+                (_, true) => ingest::Driver::Sqlx,
+                _ => ingest::Driver::Server,
+            };
             let run =
                 ingest::raw_inserts_with(&url, Duration::from_secs(seconds), per_transaction, workers, driver).await;
             println!("{} rows in {:.1} s: {:.0}/s", run.reports, run.elapsed.as_secs_f64(), run.rate());
