@@ -97,7 +97,7 @@ impl CApiWriter {
         {
             let conn = txn.lock()?;
             if !conn.is_autocommit() {
-                metrics::counter!("runwarden_sqlite_writer_reopened_total").increment(1);
+                metrics::counter!("runwarden_sqlite_ingest_stale_transaction_total").increment(1);
                 tracing::warn!("the SQLite ingest connection was left inside a transaction; rolling it back");
                 conn.execute_batch("ROLLBACK").map_err(exec_err)?;
             }

@@ -3,7 +3,9 @@
 //! `&impl ConnectionTrait`, so they run on a pool or inside the caller's transaction.
 //!
 //! SQLite gets one writer connection (WAL, `synchronous=FULL` by default, write transactions
-//! opened IMMEDIATE) and a small pool of readers beside it; PostgreSQL gets one pool for both.
+//! opened IMMEDIATE) and a small pool of readers beside it; on a file, the ingest writer also has a
+//! connection of its own through SQLite's C API, which takes turns with that writer ([`c_api`]).
+//! PostgreSQL gets one pool for both.
 
 pub mod alerts;
 pub mod anomalies;
