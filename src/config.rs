@@ -699,6 +699,21 @@ mod tests {
         assert_eq!(config.database_url, "postgres://x@h/db");
     }
 
+    /// `sqlite_ingest_c_api` is on unless the file turns it off, for `serve` and for the commands
+    /// that open the store themselves.
+    #[test]
+    fn the_ingest_connection_is_configurable() {
+        assert!(Config::resolve(&ServeArgs::default()).expect("resolves").store.ingest_c_api);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c_api.toml");
+        std::fs::write(&path, "sqlite_ingest_c_api = false\n").expect("write");
+        let mut args = ServeArgs::default();
+        args.database.config = Some(path);
+        assert!(!Config::resolve(&args).expect("resolves").store.ingest_c_api);
+        let (_, options) = resolve_store(&args.database).expect("resolves");
+        assert!(!options.ingest_c_api);
+    }
+
     #[test]
     fn unknown_file_keys_are_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
