@@ -44,7 +44,7 @@ use sea_orm::{
 };
 use sqlx::{Sqlite, SqlitePool, pool::PoolConnection};
 
-use super::entities;
+use super::{StoreOptions, Synchronous, WRITER_CHECKPOINT_PAGES, entities};
 
 /// Prepared statements kept per connection: the ingest writer's statements differ by their row
 /// counts (one INSERT per chunk size), and re-preparing one costs more than running it.
@@ -59,34 +59,54 @@ pub struct CApiWriter {
 }
 
 /// The settings the writer connection gets, as the sqlx writer gets them.
-pub struct WriterSettings<'a> {
+pub struct WriterSettings {
     pub busy_timeout: std::time::Duration,
     /// `FULL` or `NORMAL`.
-    pub synchronous: &'a str,
+    pub synchronous: &'static str,
     pub cache_kib: u64,
     pub checkpoint_pages: u32,
 }
 
+impl From<&StoreOptions> for WriterSettings {
+    fn from(options: &StoreOptions) -> WriterSettings {
+        WriterSettings {
+            busy_timeout: options.busy_timeout,
+            synchronous: match options.synchronous {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            },
+            cache_kib: u64::from(options.writer_cache_mib.max(1)) * 1024,
+            checkpoint_pages: WRITER_CHECKPOINT_PAGES,
+        }
+    }
+}
+
+/// A connection to the SQLite file at `path` with the writer's settings (also the benchmark's
+/// bare baseline).
+pub fn open_connection(path: &Path, settings: &WriterSettings) -> Result<rusqlite::Connection, DbErr> {
+    let conn =
+        rusqlite::Connection::open(path).map_err(|e| conn_err(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(settings.busy_timeout).map_err(|e| conn_err(e.to_string()))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let cache = format!("-{}", settings.cache_kib);
+    let pages = settings.checkpoint_pages.to_string();
+    for (pragma, value) in [
+        ("journal_mode", "WAL"),
+        ("synchronous", settings.synchronous),
+        ("foreign_keys", "ON"),
+        ("temp_store", "MEMORY"),
+        ("cache_size", cache.as_str()),
+        ("wal_autocheckpoint", pages.as_str()),
+    ] {
+        conn.pragma_update(None, pragma, value).map_err(|e| conn_err(format!("PRAGMA {pragma}={value}: {e}")))?;
+    }
+    Ok(conn)
+}
+
 impl CApiWriter {
     /// Opens `path`, which sqlx has opened (and migrated or created) already.
-    pub fn open(path: &Path, gate: SqlitePool, settings: &WriterSettings<'_>) -> Result<CApiWriter, DbErr> {
-        let conn =
-            rusqlite::Connection::open(path).map_err(|e| conn_err(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(settings.busy_timeout).map_err(|e| conn_err(e.to_string()))?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        let cache = format!("-{}", settings.cache_kib);
-        let pages = settings.checkpoint_pages.to_string();
-        for (pragma, value) in [
-            ("journal_mode", "WAL"),
-            ("synchronous", settings.synchronous),
-            ("foreign_keys", "ON"),
-            ("temp_store", "MEMORY"),
-            ("cache_size", cache.as_str()),
-            ("wal_autocheckpoint", pages.as_str()),
-        ] {
-            conn.pragma_update(None, pragma, value).map_err(|e| conn_err(format!("PRAGMA {pragma}={value}: {e}")))?;
-        }
-        Ok(CApiWriter { conn: Arc::new(Mutex::new(conn)), gate })
+    pub fn open(path: &Path, gate: SqlitePool, settings: &WriterSettings) -> Result<CApiWriter, DbErr> {
+        Ok(CApiWriter { conn: Arc::new(Mutex::new(open_connection(path, settings)?)), gate })
     }
 
     /// Begins an IMMEDIATE transaction, once every other writer of this process is out of the way

@@ -261,15 +261,7 @@ async fn connect_sqlite(url: &str, options: &StoreOptions) -> Result<Store, DbEr
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(format!("cannot open {url}: {e}"))))?;
     let c_api = if options.ingest_c_api && !in_memory {
-        let settings = c_api::WriterSettings {
-            busy_timeout: options.busy_timeout,
-            synchronous: match options.synchronous {
-                Synchronous::Full => "FULL",
-                Synchronous::Normal => "NORMAL",
-            },
-            cache_kib: u64::from(options.writer_cache_mib.max(1)) * 1024,
-            checkpoint_pages: WRITER_CHECKPOINT_PAGES,
-        };
+        let settings = c_api::WriterSettings::from(options);
         Some(c_api::CApiWriter::open(writer_connect.get_filename(), writer.clone(), &settings)?)
     } else {
         None

@@ -780,22 +780,10 @@ pub async fn raw_inserts_with(
 
 /// A connection to the SQLite file of `url` (`sqlite://PATH?…`) with the server's writer settings.
 fn c_api_writer(url: &str) -> rusqlite::Connection {
+    use runwarden::store::{StoreOptions, c_api};
     let path = url.strip_prefix("sqlite://").and_then(|rest| rest.split('?').next()).expect("a sqlite:// URL");
-    let conn = rusqlite::Connection::open(path).expect("open");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy_timeout");
-    let writer_cache = format!("-{}", u64::from(runwarden::store::DEFAULT_WRITER_CACHE_MIB) * 1024);
-    let pages = runwarden::store::WRITER_CHECKPOINT_PAGES.to_string();
-    for (pragma, value) in [
-        ("journal_mode", "WAL"),
-        ("synchronous", "FULL"),
-        ("foreign_keys", "ON"),
-        ("temp_store", "memory"),
-        ("cache_size", writer_cache.as_str()),
-        ("wal_autocheckpoint", pages.as_str()),
-    ] {
-        conn.pragma_update(None, pragma, value).expect("pragma");
-    }
-    conn
+    let settings = c_api::WriterSettings::from(&StoreOptions::default());
+    c_api::open_connection(std::path::Path::new(path), &settings).expect("open")
 }
 
 /// A statement value as SQLite's C API binds it (the types the executions rows use).
