@@ -166,6 +166,15 @@ impl CApiTxn {
         conn.execute_batch("ROLLBACK").map_err(exec_err)
     }
 
+    /// SQLite's `PRAGMA data_version` on this connection. Two readings differ if another
+    /// connection (of this process or another) committed in between; this connection's own
+    /// commits leave it as it is.
+    pub fn data_version(&self) -> Result<i64, DbErr> {
+        let conn = self.lock()?;
+        let mut statement = conn.prepare_cached("PRAGMA data_version").map_err(query_err)?;
+        statement.query_row([], |row| row.get(0)).map_err(query_err)
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, rusqlite::Connection>, DbErr> {
         self.conn.lock().map_err(|_| conn_err("the SQLite ingest connection's lock is poisoned".into()))
     }
@@ -525,6 +534,27 @@ mod tests {
         worker("epsilon").insert(&other).await.expect("insert through sqlx");
         other.commit().await.expect("commit through sqlx");
         assert_eq!(workers::Entity::find().all(store.reader()).await.expect("select").len(), 2);
+    }
+
+    /// `data_version` stays as it is across this connection's own commits and changes when
+    /// another connection commits: what the ingest writer's memory of its own rows rests on.
+    #[tokio::test]
+    async fn data_version_changes_only_with_other_connections_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = file_store(&dir).await;
+        let txn = begin(&store).await;
+        let first = txn.data_version().expect("data_version");
+        worker("zeta").insert(&txn).await.expect("insert");
+        txn.commit().expect("commit");
+        let txn = begin(&store).await;
+        assert_eq!(txn.data_version().expect("data_version"), first, "after this connection's own commit");
+        txn.rollback().expect("rollback");
+
+        let other = store.begin_write().await.expect("begin through sqlx");
+        worker("eta").insert(&other).await.expect("insert through sqlx");
+        other.commit().await.expect("commit through sqlx");
+        let txn = begin(&store).await;
+        assert_ne!(txn.data_version().expect("data_version"), first, "after sqlx's connection committed");
     }
 
     /// In-memory databases exist per connection: they keep sqlx's writer for ingest.

@@ -16,7 +16,10 @@
 //!   commits the one before if it is full or, once that batch's COMMIT has begun, large
 //!   ([`IngestConfig::hand_over_during_commit`]) — but not if its plan rests on rows of a batch
 //!   the writer computes itself; at most two batches are with the writer, and either way the
-//!   planner learns each outcome and corrects its cache before it plans on.
+//!   planner learns each outcome and corrects its cache before it plans on. On SQLite's C API
+//!   connection the writer takes the worker and rollup rows its own commits left from memory
+//!   instead of reading them back, for as long as no other connection has committed
+//!   ([`Remembered`]).
 //!
 //! Idempotency: `execution_id` is unique. A report whose id is already stored, or that repeats an
 //! id earlier in the same batch, is answered `Duplicate` and changes nothing.
@@ -38,16 +41,17 @@ use sea_orm::{
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use super::{
-    Store,
+    FastMap, Store,
     anomalies::{insert as insert_anomalies, open_kinds as open_anomaly_kinds, resolve as resolve_anomalies},
     c_api::CApiTxn,
     entities::workers,
     executions::existing_ids,
-    rollups::PendingRollups,
+    rollups::{PendingRollups, RollupKey},
     to_micros,
 };
 use crate::{
     domain::{
+        rollup::Rollup,
         scoring::ScoringConfig,
         validation::{ValidReport, to_timestamp},
     },
@@ -713,8 +717,9 @@ async fn write(
     // One transaction at a time: one connection, opened (on PostgreSQL) by this thread's runtime.
     let own = store.own_pool("runwarden-writer", 1);
     let store = own.clone().unwrap_or(store);
+    let mut memory = Remembered::default();
     while let Some(batch) = batches.recv().await {
-        commit(&store, &scoring, batch, &channels, &settled, &committing).await;
+        commit(&store, &scoring, batch, &channels, &settled, &committing, &mut memory).await;
     }
     if let Some(own) = own {
         own.close().await;
@@ -734,6 +739,7 @@ async fn commit(
     channels: &Channels,
     settled: &mpsc::UnboundedSender<Settled>,
     committing: &tokio::sync::watch::Sender<u64>,
+    memory: &mut Remembered,
 ) {
     let events = &channels.executions;
     let started = Instant::now();
@@ -741,7 +747,7 @@ async fn commit(
     let seq = batch.seq;
     let (jobs, acks): (Vec<_>, Vec<_>) =
         batch.jobs.into_iter().map(|job| ((job.report, job.received_at), job.ack)).unzip();
-    let result = write_planned(store, scoring, &jobs, batch.plan, || {
+    let result = write_planned(store, scoring, &jobs, batch.plan, memory, || {
         committing.send_replace(seq);
     })
     .await;
@@ -872,7 +878,7 @@ pub async fn write_batch(
     scoring: &ScoringConfig,
     jobs: &[(ValidReport, DateTime<Utc>)],
 ) -> Result<Written, DbErr> {
-    let (plan, _) = write_planned(store, scoring, jobs, None, || {}).await?;
+    let (plan, _) = write_planned(store, scoring, jobs, None, &mut Remembered::default(), || {}).await?;
     Ok(Written { acks: plan.acks, health_changes: plan.health_changes })
 }
 
@@ -884,17 +890,26 @@ pub async fn write_batch(
 /// Whether a planned report is stored already is not asked before the plan is applied: its
 /// INSERTs skip stored ids, and if any row was skipped (a retried report, rare) the transaction is
 /// rolled back and the batch planned again from the database.
+///
+/// The rows the writer's own commits left are taken from `memory` rather than read back, where
+/// it may ([`Remembered`]).
 async fn write_planned(
     store: &Store,
     scoring: &ScoringConfig,
     jobs: &[(ValidReport, DateTime<Utc>)],
     plan: Option<Plan>,
+    memory: &mut Remembered,
     committing: impl Fn(),
 ) -> Result<(Plan, bool), DbErr> {
-    match store.c_api_writer() {
-        Some(writer) => write_planned_on(|| writer.begin(), store, scoring, jobs, plan, committing).await,
-        None => write_planned_on(|| store.begin_write(), store, scoring, jobs, plan, committing).await,
+    let written = match store.c_api_writer() {
+        Some(writer) => write_planned_on(|| writer.begin(), store, scoring, jobs, plan, memory, committing).await,
+        None => write_planned_on(|| store.begin_write(), store, scoring, jobs, plan, memory, committing).await,
+    };
+    if written.is_err() {
+        // Whether a failed COMMIT left anything is not certain: read everything again.
+        memory.forget();
     }
+    written
 }
 
 /// [`write_planned`] in transactions `begin` opens.
@@ -904,31 +919,38 @@ async fn write_planned_on<T: WriteTxn, F: Future<Output = Result<T, DbErr>>>(
     scoring: &ScoringConfig,
     jobs: &[(ValidReport, DateTime<Utc>)],
     plan: Option<Plan>,
+    memory: &mut Remembered,
     committing: impl Fn(),
 ) -> Result<(Plan, bool), DbErr> {
     let mut txn = begin().await?;
+    memory.check(txn.data_version()?);
     if let Some(mut plan) = plan {
-        let names: Vec<&str> = plan.workers.keys().map(String::as_str).collect();
-        let rows = load_workers(&txn, store.backend(), names).await?;
-        if plan.matches(&rows) {
-            match apply(&txn, store, &mut plan).await? {
-                Applied::Whole => {
+        let unknown: Vec<&str> =
+            plan.workers.keys().map(String::as_str).filter(|name| !memory.workers.contains_key(*name)).collect();
+        let loaded =
+            if unknown.is_empty() { HashMap::new() } else { load_workers(&txn, store.backend(), unknown).await? };
+        if plan.matches(|name| memory.workers.get(name).or_else(|| loaded.get(name))) {
+            match apply(&txn, store, &mut plan, &memory.rollups).await? {
+                Applied::Whole(rollups) => {
                     committing();
                     txn.commit().await?;
+                    memory.committed(&plan, rollups);
                     return Ok((plan, true));
                 }
                 Applied::AlreadyStored => {
                     txn.rollback().await?;
                     txn = begin().await?;
+                    memory.check(txn.data_version()?);
                 }
             }
         }
     }
     let mut plan = plan_in(&txn, store.backend(), scoring, jobs).await?;
-    match apply(&txn, store, &mut plan).await? {
-        Applied::Whole => {
+    match apply(&txn, store, &mut plan, &memory.rollups).await? {
+        Applied::Whole(rollups) => {
             committing();
             txn.commit().await?;
+            memory.committed(&plan, rollups);
             Ok((plan, false))
         }
         // Only another replica's writer, committing the same execution_id since `plan_in` looked
@@ -939,11 +961,69 @@ async fn write_planned_on<T: WriteTxn, F: Future<Output = Result<T, DbErr>>>(
     }
 }
 
+/// Most worker rows, and twice as many rollup rows, [`Remembered`] keeps (a few batches' worth):
+/// past this it starts again from what the next commit leaves. A worker row carries its recent
+/// runs, a few KiB.
+const REMEMBERED_WORKERS: usize = 4_096;
+
+/// The worker and rollup rows as the writer's own commits left them, kept between transactions
+/// so that a batch planned ahead is checked against its workers' rows, and its rollups folded,
+/// without reading back what this connection wrote itself (a fifth of a unary batch's
+/// transaction did). Only on SQLite's C API connection, and only while no other connection has
+/// committed since the last commit here: SQLite's `PRAGMA data_version`, read inside each
+/// transaction, changes when one has (heartbeats, the guardian, admin and retention on sqlx's
+/// connection, another process), and then everything is forgotten and read again.
+#[derive(Default)]
+struct Remembered {
+    /// `data_version` as the rows below were left; `None` if nothing may be taken from them.
+    version: Option<i64>,
+    workers: HashMap<String, workers::Model>,
+    rollups: FastMap<RollupKey, Rollup>,
+}
+
+impl Remembered {
+    /// At the start of a transaction that reads `version` (`None`: a connection that cannot
+    /// tell): keeps the rows if no other connection has committed since they were left.
+    fn check(&mut self, version: Option<i64>) {
+        if version.is_none() || version != self.version {
+            self.forget();
+            self.version = version;
+        }
+    }
+
+    /// After `plan` committed, with `rollups` as it saved them (`data_version` is as the
+    /// transaction began: a connection's own commits leave it as it is).
+    fn committed(&mut self, plan: &Plan, rollups: FastMap<RollupKey, Rollup>) {
+        // A plan that stores nothing writes nothing (`apply`).
+        if self.version.is_none() || plan.stored.is_empty() {
+            return;
+        }
+        if self.workers.len() + plan.workers.len() > REMEMBERED_WORKERS {
+            self.workers.clear();
+        }
+        if self.rollups.len() + rollups.len() > 2 * REMEMBERED_WORKERS {
+            self.rollups.clear();
+        }
+        for worker in plan.workers.values() {
+            self.workers.insert(worker.row.worker_name.clone(), worker.row.clone());
+        }
+        self.rollups.extend(rollups);
+    }
+
+    fn forget(&mut self) {
+        self.version = None;
+        self.workers.clear();
+        self.rollups.clear();
+    }
+}
+
 /// A write transaction the ingest writer commits: sea-orm's (sqlx's connection, or PostgreSQL) or
 /// the SQLite C API's ([`CApiTxn`]).
 trait WriteTxn: ConnectionTrait + Send {
     async fn commit(self) -> Result<(), DbErr>;
     async fn rollback(self) -> Result<(), DbErr>;
+    /// SQLite's `data_version` ([`CApiTxn::data_version`]), where the connection can tell it.
+    fn data_version(&self) -> Result<Option<i64>, DbErr>;
 }
 
 impl WriteTxn for DatabaseTransaction {
@@ -953,6 +1033,10 @@ impl WriteTxn for DatabaseTransaction {
 
     async fn rollback(self) -> Result<(), DbErr> {
         DatabaseTransaction::rollback(self).await
+    }
+
+    fn data_version(&self) -> Result<Option<i64>, DbErr> {
+        Ok(None)
     }
 }
 
@@ -964,13 +1048,17 @@ impl WriteTxn for CApiTxn {
     async fn rollback(self) -> Result<(), DbErr> {
         CApiTxn::rollback(self)
     }
+
+    fn data_version(&self) -> Result<Option<i64>, DbErr> {
+        CApiTxn::data_version(self).map(Some)
+    }
 }
 
 /// What [`apply`] came to.
 #[must_use]
 enum Applied {
-    /// Everything the plan decided is written; the caller commits.
-    Whole,
+    /// Everything the plan decided is written, the rollups as given; the caller commits.
+    Whole(FastMap<RollupKey, Rollup>),
     /// An execution the plan stores was already stored: the transaction must be rolled back.
     AlreadyStored,
 }
@@ -1025,9 +1113,16 @@ async fn plan_in(
 /// Writes what `plan` decided: the executions, rollups, anomalies, alerts, the workers' rows and
 /// (on PostgreSQL) the notice to the other replicas. The caller commits, unless one of the
 /// executions was already stored ([`Applied::AlreadyStored`]; then nothing after them is written).
-async fn apply(txn: &impl ConnectionTrait, store: &Store, plan: &mut Plan) -> Result<Applied, DbErr> {
+///
+/// `known` holds rollup rows as the database holds them (see [`Remembered`]); the others are read.
+async fn apply(
+    txn: &impl ConnectionTrait,
+    store: &Store,
+    plan: &mut Plan,
+    known: &FastMap<RollupKey, Rollup>,
+) -> Result<Applied, DbErr> {
     if plan.stored.is_empty() {
-        return Ok(Applied::Whole);
+        return Ok(Applied::Whole(FastMap::default()));
     }
     let mut inserted = 0;
     for statement in std::mem::take(&mut plan.inserts) {
@@ -1042,7 +1137,7 @@ async fn apply(txn: &impl ConnectionTrait, store: &Store, plan: &mut Plan) -> Re
         plan.facts.iter().flat_map(|(worker_id, f)| PendingRollups::keys_of(*worker_id, f.started_at_us)).collect();
     keys.sort_unstable();
     keys.dedup();
-    let mut rollups = PendingRollups::load(txn, &keys).await?;
+    let mut rollups = PendingRollups::load(txn, &keys, known).await?;
     for (worker_id, f) in &plan.facts {
         rollups.observe(*worker_id, f);
     }
@@ -1089,7 +1184,7 @@ async fn apply(txn: &impl ConnectionTrait, store: &Store, plan: &mut Plan) -> Re
     }
     let stored: Vec<&str> = plan.stored.iter().map(String::as_str).collect();
     super::notify::send(txn, store.replica(), &stored, &plan.health_changes).await?;
-    Ok(Applied::Whole)
+    Ok(Applied::Whole(rollups.into_rows()))
 }
 
 /// Loads the rows of the workers `names` (in any order, repeats allowed), locked on PostgreSQL

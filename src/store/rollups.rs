@@ -103,10 +103,24 @@ pub struct PendingRollups {
 }
 
 impl PendingRollups {
-    /// Loads the existing rows for `keys`.
-    pub async fn load(db: &impl ConnectionTrait, keys: &[RollupKey]) -> Result<PendingRollups, DbErr> {
+    /// Loads the existing rows for `keys`: from `known` where it holds them (rows exactly as the
+    /// database holds them, which the caller vouches for), the rest from the database.
+    pub async fn load(
+        db: &impl ConnectionTrait,
+        keys: &[RollupKey],
+        known: &FastMap<RollupKey, Rollup>,
+    ) -> Result<PendingRollups, DbErr> {
         let mut rows = FastMap::with_capacity_and_hasher(keys.len(), Default::default());
-        for chunk in keys.chunks(200) {
+        let mut unknown = Vec::new();
+        for key in keys {
+            match known.get(key) {
+                Some(rollup) => {
+                    rows.insert(*key, rollup.clone());
+                }
+                None => unknown.push(*key),
+            }
+        }
+        for chunk in unknown.chunks(200) {
             let mut any = Condition::any();
             for &(worker_id, period, start) in chunk {
                 any = any.add(
@@ -139,10 +153,14 @@ impl PendingRollups {
 
     /// Writes every touched row back with one upsert statement per chunk: new rows are inserted,
     /// existing ones get the values folded here (never a read-modify-write in SQL).
-    pub async fn save(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
-        let models: Vec<_> =
-            self.rows.into_iter().map(|(key, rollup)| to_model(key, &rollup).into_active_model()).collect();
+    pub async fn save(&self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        let models: Vec<_> = self.rows.iter().map(|(key, rollup)| to_model(*key, rollup).into_active_model()).collect();
         upsert(db, models).await
+    }
+
+    /// The rows as [`PendingRollups::save`] writes them.
+    pub fn into_rows(self) -> FastMap<RollupKey, Rollup> {
+        self.rows
     }
 }
 

@@ -8,8 +8,6 @@
 //! exactly those rows; otherwise it builds the plan again from what the database holds. So a
 //! plan computed ahead of its transaction stores exactly what one computed inside it would.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sea_orm::{DbBackend, Statement};
@@ -212,10 +210,10 @@ impl Plan {
         self.inserts = insert_statements(backend, std::mem::take(&mut self.executions));
     }
 
-    /// Whether `rows` (the database's, by name) are exactly the rows this plan was computed from.
-    pub fn matches(&self, rows: &HashMap<String, workers::Model>) -> bool {
-        rows.len() == self.workers.len()
-            && self.workers.iter().all(|(name, worker)| rows.get(name).is_some_and(|row| *row == worker.found))
+    /// Whether the database's rows (`row` by name) are exactly the rows this plan was computed
+    /// from.
+    pub fn matches<'a>(&self, row: impl Fn(&str) -> Option<&'a workers::Model>) -> bool {
+        self.workers.iter().all(|(name, worker)| row(name).is_some_and(|row| *row == worker.found))
     }
 }
 
@@ -417,6 +415,8 @@ fn observe_run(worker: &mut workers::Model, job: &ValidReport, analysis: &Analys
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::proto::v1::ExecutionReport;
 
@@ -508,13 +508,14 @@ mod tests {
         assert_eq!(plan.stored.len(), 3);
         assert_eq!(plan.workers["a"].row.run_count, 3);
         assert_eq!(plan.workers["a"].found, rows[0], "the row as found is kept for the writer's check");
-        assert!(plan.matches(&rows.iter().map(|r| (r.worker_name.clone(), r.clone())).collect()));
-        let mut changed: HashMap<String, workers::Model> =
-            rows.iter().map(|r| (r.worker_name.clone(), r.clone())).collect();
+        let same: HashMap<String, workers::Model> = rows.iter().map(|r| (r.worker_name.clone(), r.clone())).collect();
+        assert!(plan.matches(|name| same.get(name)));
+        assert!(!plan.matches(|name| same.get(name).filter(|r| r.worker_name != "b")), "a row gone is not the plan's");
+        let mut changed = same.clone();
         if let Some(b) = changed.get_mut("b") {
             b.owner = "someone else".into();
         }
-        assert!(!plan.matches(&changed), "a row changed since it was read is not the plan's");
+        assert!(!plan.matches(|name| changed.get(name)), "a row changed since it was read is not the plan's");
         assert_eq!(plan.inserts.len(), 2, "3 rows: statements of 2 and 1");
     }
 
